@@ -1,0 +1,170 @@
+// Fused dense loss and gradients on the CPU.
+//
+// The rows of A are split into one chunk per thread; each chunk walks its rows
+// in tiles of `tile_rows` rows:
+//   R      = W_tile @ H - A_tile          (BLAS; A read once, into a tile buffer)
+//   loss  += sum(weight * R^2)            (hand loop, float64 accumulation)
+//   R      = 2 * weight * R               (d loss / d (W H), in place)
+//   grad_W[tile] = R @ H^T                (BLAS)
+//   grad_H_chunk += W_tile^T @ R          (BLAS, per-chunk partial)
+// Partials are summed in chunk order, so the result depends only on the thread
+// count. Extra memory: chunks * (tile_rows * n + k * n) elements, never m * n.
+// The loss comes from the residual itself: the expansion
+// |A|^2 - 2<W, A H^T> + <W^T W, H H^T> would cancel catastrophically near a fit.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../checks.h"
+#include "../math.h"
+
+namespace mfext {
+namespace {
+
+constexpr const char* kOp = "mfext::dense_loss_grad";
+
+// Rows per tile: about 256 KiB of residual, so the tile stays in L2 between the
+// three products that use it.
+int64_t choose_tile_rows(int64_t n, int64_t elem_size) {
+  const int64_t target_bytes = 256 * 1024;
+  const int64_t rows = target_bytes / std::max<int64_t>(1, n * elem_size);
+  return std::clamp<int64_t>(rows, 8, 512);
+}
+
+// Turns the residual tile R (rows, n), contiguous, into 2 * weight * R in place
+// and returns sum(weight * R^2). weight: (rows, n) with strides (ws0, ws1), or null.
+// Sets *bad_weight when a weight is negative or not finite.
+template <typename scalar_t>
+double residual_to_grad(scalar_t* R, int64_t rows, int64_t n, const scalar_t* weight,
+                        int64_t ws0, int64_t ws1, bool* bad_weight) {
+  double loss = 0.0;
+  for (int64_t i = 0; i < rows; ++i) {
+    scalar_t* r = R + i * n;
+    double row_loss = 0.0;
+    if (weight == nullptr) {
+#pragma omp simd reduction(+ : row_loss)
+      for (int64_t j = 0; j < n; ++j) {
+        row_loss += math::square<double>(r[j]);
+        r[j] = math::unit_residual_grad(r[j]);
+      }
+    } else {
+      const scalar_t* w = weight + i * ws0;
+      bool bad = false;
+      if (ws1 == 1) {
+#pragma omp simd reduction(+ : row_loss) reduction(| : bad)
+        for (int64_t j = 0; j < n; ++j) {
+          bad |= !math::valid_weight(w[j]);
+          row_loss += math::weighted_square<double>(r[j], w[j]);
+          r[j] = math::residual_grad(r[j], w[j]);
+        }
+      } else {
+        for (int64_t j = 0; j < n; ++j) {
+          const scalar_t wj = w[j * ws1];
+          bad |= !math::valid_weight(wj);
+          row_loss += math::weighted_square<double>(r[j], wj);
+          r[j] = math::residual_grad(r[j], wj);
+        }
+      }
+      if (bad) *bad_weight = true;
+    }
+    loss += row_loss;
+  }
+  return loss;
+}
+
+template <typename scalar_t>
+void dense_loss_grad_kernel(const at::Tensor& A,                      // (m, n)
+                            const at::Tensor& W,                      // (m, k)
+                            const at::Tensor& H,                      // (k, n)
+                            const std::optional<at::Tensor>& weight,  // (m, n) or None
+                            double* loss_out,
+                            at::Tensor& grad_W,                       // (m, k), contiguous
+                            at::Tensor& grad_H) {                     // (k, n), contiguous
+  const int64_t m = A.size(0), n = A.size(1), k = W.size(1);
+  const int64_t tile_rows = choose_tile_rows(n, sizeof(scalar_t));
+  const int64_t n_tiles = (m + tile_rows - 1) / tile_rows;
+  const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_tiles));
+  const auto opts = A.options().memory_format(at::MemoryFormat::Contiguous);
+
+  // Chunk 0 accumulates straight into grad_H; the others into partials.
+  at::Tensor partials = n_chunks > 1 ? at::zeros({n_chunks - 1, k, n}, opts) : at::Tensor();
+  grad_H.zero_();
+  at::Tensor tiles = at::empty({n_chunks, tile_rows, n}, opts);
+  std::vector<double> chunk_loss(n_chunks, 0.0);
+  std::vector<char> chunk_bad_weight(n_chunks, 0);
+
+  const scalar_t* weight_ptr = weight ? weight->const_data_ptr<scalar_t>() : nullptr;
+  const int64_t ws0 = weight ? weight->stride(0) : 0;
+  const int64_t ws1 = weight ? weight->stride(1) : 0;
+  const at::Tensor Ht = H.t();
+
+  at::parallel_for(0, n_chunks, 1, [&](int64_t c_begin, int64_t c_end) {
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      // Tiles [t0, t1) belong to chunk c.
+      const int64_t t0 = n_tiles * c / n_chunks, t1 = n_tiles * (c + 1) / n_chunks;
+      at::Tensor gH = c == 0 ? grad_H : partials[c - 1];
+      bool bad = false;
+      double loss = 0.0;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t r0 = t * tile_rows, rows = std::min(tile_rows, m - r0);
+        at::Tensor R = tiles[c].narrow(0, 0, rows);
+        at::Tensor W_tile = W.narrow(0, r0, rows);
+        at::addmm_out(R, A.narrow(0, r0, rows), W_tile, H, /*beta=*/-1, /*alpha=*/1);
+        loss += residual_to_grad<scalar_t>(R.data_ptr<scalar_t>(), rows, n,
+                                           weight_ptr ? weight_ptr + r0 * ws0 : nullptr, ws0,
+                                           ws1, &bad);
+        at::Tensor gW_tile = grad_W.narrow(0, r0, rows);
+        at::mm_out(gW_tile, R, Ht);
+        gH.addmm_(W_tile.t(), R);
+      }
+      chunk_loss[c] = loss;
+      chunk_bad_weight[c] = bad;
+    }
+  });
+
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    TORCH_CHECK_VALUE(!chunk_bad_weight[c], kOp,
+                      ": argument 'weight' must be finite and non-negative (0 marks a missing "
+                      "entry); found a negative, NaN or Inf weight");
+  }
+  // Fixed-order reductions: identical results for the same thread count.
+  double loss = 0.0;
+  for (double l : chunk_loss) loss += l;
+  *loss_out = loss;
+  for (int64_t c = 1; c < n_chunks; ++c) grad_H.add_(partials[c - 1]);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_loss_grad_cpu(
+    const at::Tensor& A, const at::Tensor& W, const at::Tensor& H,
+    const std::optional<at::Tensor>& weight) {
+  check_dense_inputs(kOp, A, W, H, weight);
+  at::NoGradGuard no_grad;  // the tile products must not record autograd history
+  // Outputs take the layout of their factor (preserve_format), as the fake kernel does.
+  at::Tensor grad_W = at::empty_like(W);
+  at::Tensor grad_H = at::empty_like(H);
+  at::Tensor gW = grad_W.is_contiguous() ? grad_W : at::empty(W.sizes(), W.options());
+  at::Tensor gH = grad_H.is_contiguous() ? grad_H : at::empty(H.sizes(), H.options());
+  double loss = 0.0;
+  if (A.numel() == 0) {
+    gW.zero_();
+    gH.zero_();
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "dense_loss_grad_cpu", [&] {
+      dense_loss_grad_kernel<scalar_t>(A, W, H, weight, &loss, gW, gH);
+    });
+  }
+  if (!gW.is_same(grad_W)) grad_W.copy_(gW);
+  if (!gH.is_same(grad_H)) grad_H.copy_(gH);
+  return {at::scalar_tensor(loss, A.options()), grad_W, grad_H};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mfext, CPU, m) {
+  m.impl("dense_loss_grad", &dense_loss_grad_cpu);
+}
+
+}  // namespace mfext

@@ -1,0 +1,56 @@
+// mfext: every op schema (TORCH_LIBRARY) and the Python module that loads the
+// library and reports how it was built. Kernels register themselves per device
+// with TORCH_LIBRARY_IMPL beside their code (csrc/cpu, csrc/cuda).
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+TORCH_LIBRARY(mfext, m) {
+  // loss = sum(weight * (A - W @ H)^2), grad_W = d loss / d W, grad_H = d loss / d H.
+  // A: (m, n), W: (m, k), H: (k, n), weight: (m, n) >= 0 or None (0 = missing entry).
+  m.def(
+      "dense_loss_grad(Tensor A, Tensor W, Tensor H, Tensor? weight=None) "
+      "-> (Tensor loss, Tensor grad_W, Tensor grad_H)");
+  // The same loss over observed entries (rows[e], cols[e], vals[e]) only.
+  // rows, cols: (nnz,) int32/int64, vals: (nnz,), W: (m, k), H: (k, n), weight: (nnz,) or None.
+  m.def(
+      "sparse_loss_grad(Tensor rows, Tensor cols, Tensor vals, Tensor W, Tensor H, "
+      "Tensor? weight=None) -> (Tensor loss, Tensor grad_W, Tensor grad_H)");
+}
+
+namespace {
+
+bool cuda_built() {
+#ifdef MFEXT_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+int openmp_max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.doc() = "mfext compiled library: fused matrix-factorization ops (torch.ops.mfext)";
+  module.def("cuda_built", &cuda_built, "True when the CUDA kernels were compiled in");
+  module.def("openmp_max_threads", &openmp_max_threads, "OpenMP threads available to kernels");
+  module.def("openmp_built", []() {
+#ifdef _OPENMP
+    return true;
+#else
+    return false;
+#endif
+  });
+  module.def("torch_version_built", []() { return std::string(TORCH_VERSION); });
+}

@@ -1,0 +1,19 @@
+"""mfext: fused C++/CUDA kernels for matrix factorization in PyTorch.
+
+``import mfext`` registers the ops under ``torch.ops.mfext``.
+"""
+from ._library import build_info
+from .factorize import FactorizeResult, factorize
+from .ops import dense_loss, dense_loss_grad, sparse_loss, sparse_loss_grad
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "build_info",
+    "dense_loss",
+    "dense_loss_grad",
+    "sparse_loss",
+    "sparse_loss_grad",
+    "factorize",
+    "FactorizeResult",
+]

@@ -1,0 +1,66 @@
+"""Shared fixtures: the device x dtype matrix, seeds and data paths."""
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+import mfext
+
+HAS_CUDA = torch.cuda.is_available() and mfext.build_info()["cuda"]
+
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param(
+        "cuda",
+        id="cuda",
+        marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device or CUDA build")],
+    ),
+]
+DTYPES = [pytest.param(torch.float64, id="f64"), pytest.param(torch.float32, id="f32")]
+
+# MFEXT_TEST_SEED=N draws other inputs for every test (the default is 0).
+TEST_SEED = int(os.environ.get("MFEXT_TEST_SEED", "0"))
+
+# Relative tolerances against the autograd reference.
+RTOL = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+SHARED_DATA = Path(
+    os.environ.get("MFEXT_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=DTYPES)
+def dtype(request) -> torch.dtype:
+    return request.param
+
+
+@pytest.fixture
+def gen(request) -> torch.Generator:
+    """A generator seeded from the test's name: fresh inputs per test, reproducible."""
+    seed = zlib.crc32(request.node.nodeid.encode()) ^ TEST_SEED
+    return torch.Generator().manual_seed(seed)
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """||x - ref|| / ||ref|| in float64 (absolute when ref is 0)."""
+    x = x.detach().double().cpu()
+    ref = ref.detach().double().cpu()
+    denom = ref.norm().item()
+    diff = (x - ref).norm().item()
+    return diff / denom if denom > 0 else diff
+
+
+def movielens_path(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"MovieLens data {path} is absent")
+    return path
