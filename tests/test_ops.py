@@ -201,3 +201,25 @@ def test_empty_matrices(dtype, device):
     W = torch.ones(5, 3, dtype=dtype, device=device)
     loss, gW, gH = mfext.sparse_loss_grad(idx, idx, vals, W, H)
     assert loss.item() == 0 and torch.count_nonzero(gW).item() == 0
+
+
+@pytest.mark.parametrize("order", ["sorted rows", "unsorted rows"])
+def test_sparse_row_order_paths(order, device, gen):
+    """CSR-ordered input skips the sort; both orders give the reference result."""
+    inputs = list(_sparse_inputs(gen, 40, 30, 5, 700, torch.float64, device, True))
+    if order == "sorted rows":
+        perm = torch.argsort(inputs[0].cpu(), stable=True).to(device)
+        for i in (0, 1, 2, 5):
+            inputs[i] = inputs[i][perm]
+    out = mfext.sparse_loss_grad(*inputs)
+    expected = ref.sparse_loss_grad(*_reference_inputs(inputs))
+    _assert_parity(out, expected, torch.float64)
+
+
+def test_sparse_wide_matrix_column_pass(device, gen):
+    """A very wide H makes per-thread grad_H partials too large: the column-ordered pass runs."""
+    m, n, k = 50, 70_000, 64
+    inputs = _sparse_inputs(gen, m, n, k, 5000, torch.float64, device, True)
+    out = mfext.sparse_loss_grad(*inputs)
+    expected = ref.sparse_loss_grad(*_reference_inputs(inputs))
+    _assert_parity(out, expected, torch.float64)

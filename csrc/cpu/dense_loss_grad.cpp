@@ -1,14 +1,16 @@
 // Fused dense loss and gradients on the CPU.
 //
-// The rows of A are split into one chunk per thread; each chunk walks its rows
-// in tiles of `tile_rows` rows:
-//   R      = W_tile @ H - A_tile          (BLAS; A read once, into a tile buffer)
-//   loss  += sum(weight * R^2)            (hand loop, float64 accumulation)
-//   R      = 2 * weight * R               (d loss / d (W H), in place)
-//   grad_W[tile] = R @ H^T                (BLAS)
-//   grad_H_chunk += W_tile^T @ R          (BLAS, per-chunk partial)
+// A is cut into tiles of (tile_rows x tile_cols). The row blocks are split into
+// one chunk per thread; for each tile of its row block a chunk computes
+//   R      = W_blk @ H[:, cols] - A_tile     (BLAS; A read once, into a tile buffer)
+//   loss  += sum(weight * R^2)                (hand loop, float64 accumulation)
+//   R      = 2 * weight * R                   (d loss / d (W H), in place)
+//   grad_W[blk]     += R @ H[:, cols]^T       (BLAS)
+//   grad_H_chunk[:, cols] += W_blk^T @ R      (BLAS, per-chunk partial)
+// Every product has an inner dimension of at least min(k, tile) so BLAS runs
+// near its peak, and the tile stays in cache between the three products.
 // Partials are summed in chunk order, so the result depends only on the thread
-// count. Extra memory: chunks * (tile_rows * n + k * n) elements, never m * n.
+// count. Extra memory: chunks * (tile_rows * tile_cols + k * n) elements, never m * n.
 // The loss comes from the residual itself: the expansion
 // |A|^2 - 2<W, A H^T> + <W^T W, H H^T> would cancel catastrophically near a fit.
 #include <ATen/ATen.h>
@@ -26,16 +28,18 @@ namespace {
 
 constexpr const char* kOp = "mfext::dense_loss_grad";
 
-// Rows per tile: about 256 KiB of residual, so the tile stays in L2 between the
-// three products that use it.
+// Tile shape: about 256 KiB of residual (it must stay in L2 between the three
+// products), as square as the matrix allows so that every product is efficient.
+constexpr int64_t kTileCols = 512;
 int64_t choose_tile_rows(int64_t n, int64_t elem_size) {
-  const int64_t target_bytes = 256 * 1024;
-  const int64_t rows = target_bytes / std::max<int64_t>(1, n * elem_size);
-  return std::clamp<int64_t>(rows, 8, 512);
+  const int64_t cols = std::min(n, kTileCols);
+  const int64_t rows = (256 * 1024) / std::max<int64_t>(1, cols * elem_size);
+  return std::clamp<int64_t>(rows, 16, 512);
 }
 
 // Turns the residual tile R (rows, n), contiguous, into 2 * weight * R in place
 // and returns sum(weight * R^2). weight: (rows, n) with strides (ws0, ws1), or null.
+// (Here n is the tile's width.)
 // Sets *bad_weight when a weight is negative or not finite.
 template <typename scalar_t>
 double residual_to_grad(scalar_t* R, int64_t rows, int64_t n, const scalar_t* weight,
@@ -85,40 +89,51 @@ void dense_loss_grad_kernel(const at::Tensor& A,                      // (m, n)
                             at::Tensor& grad_H) {                     // (k, n), contiguous
   const int64_t m = A.size(0), n = A.size(1), k = W.size(1);
   const int64_t tile_rows = choose_tile_rows(n, sizeof(scalar_t));
-  const int64_t n_tiles = (m + tile_rows - 1) / tile_rows;
-  const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_tiles));
+  const int64_t tile_cols = std::min(n, kTileCols);
+  const int64_t n_row_blocks = (m + tile_rows - 1) / tile_rows;
+  const int64_t n_chunks =
+      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_row_blocks));
   const auto opts = A.options().memory_format(at::MemoryFormat::Contiguous);
 
   // Chunk 0 accumulates straight into grad_H; the others into partials.
   at::Tensor partials = n_chunks > 1 ? at::zeros({n_chunks - 1, k, n}, opts) : at::Tensor();
   grad_H.zero_();
-  at::Tensor tiles = at::empty({n_chunks, tile_rows, n}, opts);
+  at::Tensor tiles = at::empty({n_chunks, tile_rows * tile_cols}, opts);
   std::vector<double> chunk_loss(n_chunks, 0.0);
   std::vector<char> chunk_bad_weight(n_chunks, 0);
 
   const scalar_t* weight_ptr = weight ? weight->const_data_ptr<scalar_t>() : nullptr;
   const int64_t ws0 = weight ? weight->stride(0) : 0;
   const int64_t ws1 = weight ? weight->stride(1) : 0;
-  const at::Tensor Ht = H.t();
 
   at::parallel_for(0, n_chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     for (int64_t c = c_begin; c < c_end; ++c) {
-      // Tiles [t0, t1) belong to chunk c.
-      const int64_t t0 = n_tiles * c / n_chunks, t1 = n_tiles * (c + 1) / n_chunks;
+      // Row blocks [b0, b1) belong to chunk c.
+      const int64_t b0 = n_row_blocks * c / n_chunks, b1 = n_row_blocks * (c + 1) / n_chunks;
       at::Tensor gH = c == 0 ? grad_H : partials[c - 1];
       bool bad = false;
       double loss = 0.0;
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t r0 = t * tile_rows, rows = std::min(tile_rows, m - r0);
-        at::Tensor R = tiles[c].narrow(0, 0, rows);
-        at::Tensor W_tile = W.narrow(0, r0, rows);
-        at::addmm_out(R, A.narrow(0, r0, rows), W_tile, H, /*beta=*/-1, /*alpha=*/1);
-        loss += residual_to_grad<scalar_t>(R.data_ptr<scalar_t>(), rows, n,
-                                           weight_ptr ? weight_ptr + r0 * ws0 : nullptr, ws0,
-                                           ws1, &bad);
-        at::Tensor gW_tile = grad_W.narrow(0, r0, rows);
-        at::mm_out(gW_tile, R, Ht);
-        gH.addmm_(W_tile.t(), R);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t r0 = b * tile_rows, rows = std::min(tile_rows, m - r0);
+        const at::Tensor W_blk = W.narrow(0, r0, rows);
+        at::Tensor gW_blk = grad_W.narrow(0, r0, rows);
+        for (int64_t c0 = 0; c0 < n; c0 += tile_cols) {
+          const int64_t cols = std::min(tile_cols, n - c0);
+          at::Tensor R = tiles[c].narrow(0, 0, rows * cols).view({rows, cols});
+          const at::Tensor H_cols = H.narrow(1, c0, cols);
+          at::addmm_out(R, A.narrow(0, r0, rows).narrow(1, c0, cols), W_blk, H_cols,
+                        /*beta=*/-1, /*alpha=*/1);
+          loss += residual_to_grad<scalar_t>(
+              R.data_ptr<scalar_t>(), rows, cols,
+              weight_ptr ? weight_ptr + r0 * ws0 + c0 * ws1 : nullptr, ws0, ws1, &bad);
+          if (c0 == 0) {
+            at::mm_out(gW_blk, R, H_cols.t());
+          } else {
+            gW_blk.addmm_(R, H_cols.t());
+          }
+          at::Tensor gH_cols = gH.narrow(1, c0, cols);
+          gH_cols.addmm_(W_blk.t(), R);
+        }
       }
       chunk_loss[c] = loss;
       chunk_bad_weight[c] = bad;

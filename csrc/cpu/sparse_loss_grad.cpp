@@ -1,17 +1,23 @@
 // Fused sparse loss and gradients on the CPU, over observed entries only.
 //
-// Two owner-computes passes, each output row written by exactly one thread:
-//   row pass:    entries grouped by row; for row i, residuals r_e = w_i . h_c - v_e,
-//                the loss, g_e = 2 weight_e r_e (kept), grad_W[i] = sum g_e h_c
-//   column pass: entries grouped by column; grad_H[:, j] = sum g_e w_{rows[e]}
-// The groupings are stable counting sorts, so the sums run in entry order and
-// the results are identical for any thread count. H is read as H^T, an (n, k)
-// row-major array: when H is the .t() view of a contiguous (n, k) tensor (the
-// fast layout) no copy is made, and grad_H is written in that layout too.
+// Entries are visited grouped by row (a stable counting sort, skipped when the
+// rows are already sorted, as in CSR or MovieLens order). The rows are split
+// into one chunk per thread, balanced by entry count; for row i a chunk computes
+//   r_e = w_i . h_c - v_e,  loss += weight_e r_e^2,  g_e = 2 weight_e r_e
+//   grad_W[i] = sum_e g_e h_c          (owned by the chunk: no races)
+//   grad_H^T[c] += g_e w_i             (into the chunk's own partial)
+// and the partials are summed in chunk order. When chunks * n * k partials would
+// cost more than the entries themselves, grad_H instead comes from a second,
+// column-ordered pass over the kept g_e. Either way no update is lost and the
+// results are identical from run to run for the same inputs and thread count.
+// H is read as H^T, an (n, k) row-major array: when H is the .t() view of a
+// contiguous (n, k) tensor (the fast layout) no copy is made, and grad_H is
+// written in that layout too.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "../checks.h"
@@ -22,94 +28,184 @@ namespace mfext {
 namespace {
 
 constexpr const char* kOp = "mfext::sparse_loss_grad";
-constexpr int64_t kRowsPerBlock = 256;  // loss partials per fixed block: thread-count independent
 
-template <typename scalar_t>
-inline scalar_t dot(const scalar_t* __restrict a, const scalar_t* __restrict b, int64_t k) {
+// K > 0: the rank known at compile time, so the k-loops unroll into registers.
+template <int K>
+struct Rank {
+  int64_t k;
+  constexpr int64_t get() const { return K > 0 ? K : k; }
+};
+
+template <typename scalar_t, int K>
+inline scalar_t dot(const scalar_t* __restrict a, const scalar_t* __restrict b, Rank<K> rank) {
   scalar_t s = 0;
 #pragma omp simd reduction(+ : s)
-  for (int64_t p = 0; p < k; ++p) s += a[p] * b[p];
+  for (int64_t p = 0; p < rank.get(); ++p) s += a[p] * b[p];
   return s;
 }
 
-template <typename scalar_t>
-inline void axpy(scalar_t* __restrict y, scalar_t alpha, const scalar_t* __restrict x, int64_t k) {
+template <typename scalar_t, int K>
+inline void axpy(scalar_t* __restrict y, scalar_t alpha, const scalar_t* __restrict x,
+                 Rank<K> rank) {
 #pragma omp simd
-  for (int64_t p = 0; p < k; ++p) y[p] += alpha * x[p];
+  for (int64_t p = 0; p < rank.get(); ++p) y[p] += alpha * x[p];
 }
 
-template <typename scalar_t, typename index_t>
-double sparse_loss_grad_kernel(const index_t* rows, const index_t* cols,  // (nnz,)
-                               const scalar_t* vals,                      // (nnz,)
-                               const scalar_t* weight,                    // (nnz,) or null
-                               const scalar_t* W,                         // (m, k) row-major
-                               const scalar_t* Ht,                        // (n, k) row-major
-                               int64_t m, int64_t n, int64_t k, int64_t nnz,
-                               scalar_t* grad_W,                          // (m, k) row-major
-                               scalar_t* grad_Ht) {                       // (n, k) row-major
-  int64_t bad = -1;
-  const cpu::BucketOrder by_row = cpu::stable_bucket_order(rows, nnz, m, &bad);
-  TORCH_CHECK_INDEX(bad < 0, kOp, ": rows[", bad, "] = ", bad >= 0 ? int64_t(rows[bad]) : 0,
-                    " is out of range for W with ", m, " rows");
-  const cpu::BucketOrder by_col = cpu::stable_bucket_order(cols, nnz, n, &bad);
-  TORCH_CHECK_INDEX(bad < 0, kOp, ": cols[", bad, "] = ", bad >= 0 ? int64_t(cols[bad]) : 0,
-                    " is out of range for H with ", n, " columns");
+template <typename scalar_t>
+struct SparseArgs {
+  const scalar_t* vals;    // (nnz,)
+  const scalar_t* weight;  // (nnz,) or null
+  const scalar_t* W;       // (m, k) row-major
+  const scalar_t* Ht;      // (n, k) row-major
+  int64_t m, n, k, nnz;
+  scalar_t* grad_W;        // (m, k) row-major
+  scalar_t* grad_Ht;       // (n, k) row-major
+};
 
-  std::vector<scalar_t> entry_grad(nnz);  // g_e = d loss / d prediction_e
-  const int64_t n_blocks = (m + kRowsPerBlock - 1) / kRowsPerBlock;
-  std::vector<double> block_loss(n_blocks, 0.0);
-  std::vector<char> block_bad_weight(n_blocks, 0);
+// Entries of row i are order[offsets[i] : offsets[i + 1]] (identity order when
+// the rows are sorted). Splits rows into chunks of about equal entry counts.
+std::vector<int64_t> balanced_row_chunks(const std::vector<int64_t>& offsets, int64_t m,
+                                         int64_t n_chunks) {
+  std::vector<int64_t> bounds(n_chunks + 1, m);
+  bounds[0] = 0;
+  const int64_t nnz = offsets[m];
+  for (int64_t c = 1; c < n_chunks; ++c) {
+    const int64_t target = nnz * c / n_chunks;
+    bounds[c] = std::lower_bound(offsets.begin(), offsets.begin() + m + 1, target) -
+                offsets.begin();
+    bounds[c] = std::clamp(bounds[c], bounds[c - 1], m);
+  }
+  return bounds;
+}
 
-  at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
+template <typename scalar_t, typename index_t, int K>
+double row_pass(const SparseArgs<scalar_t>& a, const index_t* cols,
+                const cpu::BucketOrder& by_row, bool identity_order,
+                std::vector<scalar_t>* entry_grad,  // (nnz,) or null: keep g_e for a column pass
+                scalar_t* partials,                 // (n_chunks - 1, n, k) or null
+                int64_t n_chunks, bool* bad_weight) {
+  const Rank<K> rank{a.k};
+  const int64_t k = rank.get();
+  const std::vector<int64_t> bounds = balanced_row_chunks(by_row.offsets, a.m, n_chunks);
+  std::vector<double> chunk_loss(n_chunks, 0.0);
+  std::vector<char> chunk_bad(n_chunks, 0);
+  at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
     std::vector<scalar_t> acc(k);
-    for (int64_t b = b0; b < b1; ++b) {
+    for (int64_t c = c0; c < c1; ++c) {
+      scalar_t* gHt = nullptr;  // this chunk's grad_H^T accumulator, or null for a column pass
+      if (entry_grad == nullptr) gHt = c == 0 ? a.grad_Ht : partials + (c - 1) * a.n * k;
       double loss = 0.0;
-      bool bad_weight = false;
-      for (int64_t i = b * kRowsPerBlock, i_end = std::min(m, i + kRowsPerBlock); i < i_end; ++i) {
-        const scalar_t* w_i = W + i * k;
+      bool bad = false;
+      for (int64_t i = bounds[c]; i < bounds[c + 1]; ++i) {
+        const scalar_t* w_i = a.W + i * k;
         std::fill(acc.begin(), acc.end(), scalar_t(0));
         for (int64_t s = by_row.offsets[i]; s < by_row.offsets[i + 1]; ++s) {
-          const int64_t e = by_row.order[s];
-          const scalar_t* h_c = Ht + static_cast<int64_t>(cols[e]) * k;
-          const scalar_t r = dot(w_i, h_c, k) - vals[e];
+          const int64_t e = identity_order ? s : by_row.order[s];
+          const int64_t col = static_cast<int64_t>(cols[e]);
+          const scalar_t* h_c = a.Ht + col * k;
+          const scalar_t r = dot(w_i, h_c, rank) - a.vals[e];
           scalar_t g;
-          if (weight == nullptr) {
+          if (a.weight == nullptr) {
             loss += math::square<double>(r);
             g = math::unit_residual_grad(r);
           } else {
-            bad_weight |= !math::valid_weight(weight[e]);
-            loss += math::weighted_square<double>(r, weight[e]);
-            g = math::residual_grad(r, weight[e]);
+            bad |= !math::valid_weight(a.weight[e]);
+            loss += math::weighted_square<double>(r, a.weight[e]);
+            g = math::residual_grad(r, a.weight[e]);
           }
-          entry_grad[e] = g;
-          axpy(acc.data(), g, h_c, k);
+          axpy(acc.data(), g, h_c, rank);
+          if (gHt != nullptr) {
+            axpy(gHt + col * k, g, w_i, rank);
+          } else {
+            (*entry_grad)[e] = g;
+          }
         }
-        std::copy(acc.begin(), acc.end(), grad_W + i * k);
+        std::copy(acc.begin(), acc.end(), a.grad_W + i * k);
       }
-      block_loss[b] = loss;
-      block_bad_weight[b] = bad_weight;
+      chunk_loss[c] = loss;
+      chunk_bad[c] = bad;
     }
   });
-  for (char bad_weight : block_bad_weight) {
-    TORCH_CHECK_VALUE(!bad_weight, kOp,
-                      ": argument 'weight' must be finite and non-negative; found a "
-                      "negative, NaN or Inf weight");
+  double loss = 0.0;
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    loss += chunk_loss[c];
+    *bad_weight |= chunk_bad[c] != 0;
   }
+  return loss;
+}
 
-  at::parallel_for(0, n, 64, [&](int64_t j0, int64_t j1) {
+// grad_H^T[j] = sum over entries e of column j of g_e * W[rows[e]], in entry order.
+template <typename scalar_t, typename index_t, int K>
+void column_pass(const SparseArgs<scalar_t>& a, const index_t* rows,
+                 const std::vector<scalar_t>& entry_grad, const cpu::BucketOrder& by_col) {
+  const Rank<K> rank{a.k};
+  const int64_t k = rank.get();
+  at::parallel_for(0, a.n, 64, [&](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; ++j) {
-      scalar_t* out = grad_Ht + j * k;
+      scalar_t* out = a.grad_Ht + j * k;
       std::fill(out, out + k, scalar_t(0));
       for (int64_t s = by_col.offsets[j]; s < by_col.offsets[j + 1]; ++s) {
         const int64_t e = by_col.order[s];
-        axpy(out, entry_grad[e], W + static_cast<int64_t>(rows[e]) * k, k);
+        axpy(out, entry_grad[e], a.W + static_cast<int64_t>(rows[e]) * k, rank);
       }
     }
   });
+}
 
-  double loss = 0.0;
-  for (double l : block_loss) loss += l;
+template <typename scalar_t, typename index_t, int K>
+double sparse_loss_grad_kernel(const index_t* rows, const index_t* cols,  // (nnz,)
+                               const SparseArgs<scalar_t>& a) {
+  int64_t bad = -1;
+  bool rows_sorted = true;
+  cpu::BucketOrder by_row = cpu::bucket_offsets_if_sorted(rows, a.nnz, a.m, &bad, &rows_sorted);
+  if (bad < 0 && !rows_sorted) by_row = cpu::stable_bucket_order(rows, a.nnz, a.m, &bad);
+  TORCH_CHECK_INDEX(bad < 0, kOp, ": rows[", bad, "] = ", bad >= 0 ? int64_t(rows[bad]) : 0,
+                    " is out of range for W with ", a.m, " rows");
+  bad = cpu::first_out_of_range(cols, a.nnz, a.n);
+  TORCH_CHECK_INDEX(bad < 0, kOp, ": cols[", bad, "] = ", bad >= 0 ? int64_t(cols[bad]) : 0,
+                    " is out of range for H with ", a.n, " columns");
+
+  const int64_t n_chunks =
+      std::max<int64_t>(1, std::min<int64_t>({at::get_num_threads(), a.m, a.nnz / 4096 + 1}));
+  // Per-chunk grad_H partials unless they would outweigh the entries themselves.
+  const bool use_partials = (n_chunks - 1) * a.n * a.k <= std::max<int64_t>(a.nnz * 4, 1 << 22);
+  bool bad_weight = false;
+  double loss;
+  if (use_partials) {
+    std::vector<scalar_t> partials(std::max<int64_t>(0, (n_chunks - 1) * a.n * a.k), scalar_t(0));
+    std::fill(a.grad_Ht, a.grad_Ht + a.n * a.k, scalar_t(0));
+    loss = row_pass<scalar_t, index_t, K>(a, cols, by_row, rows_sorted, nullptr, partials.data(),
+                                          n_chunks, &bad_weight);
+    // Fixed-order sum of the partials, parallel over the entries of grad_H.
+    at::parallel_for(0, a.n * a.k, 4096, [&](int64_t p0, int64_t p1) {
+      for (int64_t c = 1; c < n_chunks; ++c) {
+        const scalar_t* part = partials.data() + (c - 1) * a.n * a.k;
+        for (int64_t p = p0; p < p1; ++p) a.grad_Ht[p] += part[p];
+      }
+    });
+  } else {
+    std::vector<scalar_t> entry_grad(a.nnz);
+    loss = row_pass<scalar_t, index_t, K>(a, cols, by_row, rows_sorted, &entry_grad, nullptr,
+                                          n_chunks, &bad_weight);
+    const cpu::BucketOrder by_col = cpu::stable_bucket_order(cols, a.nnz, a.n, &bad);
+    column_pass<scalar_t, index_t, K>(a, rows, entry_grad, by_col);
+  }
+  TORCH_CHECK_VALUE(!bad_weight, kOp,
+                    ": argument 'weight' must be finite and non-negative; found a negative, "
+                    "NaN or Inf weight");
   return loss;
+}
+
+template <typename scalar_t, typename index_t>
+double dispatch_rank(const index_t* rows, const index_t* cols, const SparseArgs<scalar_t>& a) {
+  switch (a.k) {
+    case 8: return sparse_loss_grad_kernel<scalar_t, index_t, 8>(rows, cols, a);
+    case 16: return sparse_loss_grad_kernel<scalar_t, index_t, 16>(rows, cols, a);
+    case 32: return sparse_loss_grad_kernel<scalar_t, index_t, 32>(rows, cols, a);
+    case 64: return sparse_loss_grad_kernel<scalar_t, index_t, 64>(rows, cols, a);
+    case 128: return sparse_loss_grad_kernel<scalar_t, index_t, 128>(rows, cols, a);
+    default: return sparse_loss_grad_kernel<scalar_t, index_t, 0>(rows, cols, a);
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_loss_grad_cpu(
@@ -132,13 +228,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_loss_grad_cpu(
 
   double loss = 0.0;
   AT_DISPATCH_FLOATING_TYPES(vals.scalar_type(), "sparse_loss_grad_cpu", [&] {
+    const SparseArgs<scalar_t> args{
+        vals_c.const_data_ptr<scalar_t>(),
+        weight_c ? weight_c->const_data_ptr<scalar_t>() : nullptr,
+        W_c.const_data_ptr<scalar_t>(),
+        Ht_c.const_data_ptr<scalar_t>(),
+        s.m, s.n, s.k, s.nnz,
+        gW.data_ptr<scalar_t>(),
+        gHt.data_ptr<scalar_t>()};
     AT_DISPATCH_INDEX_TYPES(rows.scalar_type(), "sparse_loss_grad_cpu_index", [&] {
-      loss = sparse_loss_grad_kernel<scalar_t, index_t>(
-          rows_c.const_data_ptr<index_t>(), cols_c.const_data_ptr<index_t>(),
-          vals_c.const_data_ptr<scalar_t>(),
-          weight_c ? weight_c->const_data_ptr<scalar_t>() : nullptr,
-          W_c.const_data_ptr<scalar_t>(), Ht_c.const_data_ptr<scalar_t>(), s.m, s.n, s.k, s.nnz,
-          gW.data_ptr<scalar_t>(), gHt.data_ptr<scalar_t>());
+      loss = dispatch_rank<scalar_t, index_t>(rows_c.const_data_ptr<index_t>(),
+                                              cols_c.const_data_ptr<index_t>(), args);
     });
   });
   if (!gW.is_same(grad_W)) grad_W.copy_(gW);
