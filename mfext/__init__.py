@@ -3,7 +3,7 @@
 ``import mfext`` registers the ops under ``torch.ops.mfext``.
 """
 from ._library import build_info
-from .factorize import FactorizeResult, factorize
+from .factorize import DivergenceError, FactorizeResult, factorize
 from .ops import dense_loss, dense_loss_grad, sparse_loss, sparse_loss_grad
 
 __version__ = "0.1.0"
@@ -16,4 +16,5 @@ __all__ = [
     "sparse_loss_grad",
     "factorize",
     "FactorizeResult",
+    "DivergenceError",
 ]

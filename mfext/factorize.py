@@ -1,20 +1,74 @@
-"""The dense update loop on the fused ops (minimal form; see issue 4 for the full API)."""
+"""``mfext.factorize``: the dense update loop on the fused ops.
+
+The loop owns what every optimizer shares: input checks, initialization,
+logging every ``log_every`` iterations (the only times the loss reaches the
+host), the tolerance test, callbacks, the progress bar and the divergence
+guard. The update rules live in :mod:`mfext._optim`, the batched least-squares
+solves in :mod:`mfext._als`.
+"""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple, Union
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from .ops import dense_loss_grad
+from ._init import initial_factors
+from ._optim import (
+    ADAM_DEFAULT_LR,
+    ALSStepper,
+    AdamStepper,
+    GDStepper,
+    LineSearchGDStepper,
+    LossOverflow,
+    Objective,
+    Stepper,
+)
+from ._problem import prepare_problem
+
+__all__ = ["factorize", "FactorizeResult", "DivergenceError"]
+
+OPTIMIZERS = ("adam", "gd", "als")
+BACKENDS = ("fused", "autograd")
+
+# Per-optimizer defaults for max_iter and log_every (ALS gets its loss for free).
+_DEFAULT_MAX_ITER = {"adam": 5000, "gd": 5000, "als": 200}
+_DEFAULT_MAX_ITER_NONNEGATIVE_ALS = 1000  # NNLS-ALS converges slowly, as every NMF solver
+_DEFAULT_LOG_EVERY = {"adam": 100, "gd": 100, "als": 1}
+# Relative change of the logged loss that counts as converged, by dtype.
+_DEFAULT_TOL = {torch.float64: 1e-10, torch.float32: 1e-6}
 
 
 @dataclass
 class FactorizeResult:
-    """W (m, k), H (k, n), the recorded losses, iterations run and wall time."""
+    """What :func:`factorize` returns.
+
+    Attributes
+    ----------
+    W : Tensor, (m, k)
+    H : Tensor, (k, n)
+    loss_history : list of float
+        The loss at every ``log_every``-th iteration (Adam and GD: at the factors
+        that iteration started from; ALS: after that iteration's update), then
+        the loss at the returned factors.
+    n_iter : int
+        Iterations run.
+    converged : bool
+        True when the loop stopped on ``tol`` (or the line search could not
+        decrease the loss any further).
+    seconds : float
+        Wall time of the call (initialization and loop).
+    stop_reason : str
+        "tol", "max_iter", "callback", "stalled" or "diverged".
+    seed : int or None
+        The seed the initial factors were drawn with (drawn at random when
+        ``seed=None``; pass it back to reproduce the run).
+    lr : float or None
+        The learning rate (for GD with line search: the next trial step).
+    """
 
     W: Tensor
     H: Tensor
@@ -22,50 +76,301 @@ class FactorizeResult:
     n_iter: int = 0
     converged: bool = False
     seconds: float = 0.0
+    stop_reason: str = ""
+    seed: Optional[int] = None
+    lr: Optional[float] = None
+
+    @property
+    def loss(self) -> float:
+        """The final loss (the last entry of ``loss_history``)."""
+        return self.loss_history[-1] if self.loss_history else float("nan")
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN or Inf.
+
+    Attributes
+    ----------
+    result : FactorizeResult
+        The last factors whose loss was finite, with the history up to them.
+    iteration : int
+        The iteration whose loss was not finite.
+    lr : float or None
+        The learning rate in use.
+    """
+
+    def __init__(self, message: str, result: FactorizeResult, iteration: int, lr: Optional[float]):
+        super().__init__(message)
+        self.result = result
+        self.iteration = iteration
+        self.lr = lr
+
+
+def _check_number(name: str, value, *, positive: bool = False, integer: bool = False,
+                  allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an int" if integer else "a number"
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if not positive and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
 
 
 def factorize(
-    A, rank: int, *, lr: float = 0.01, max_iter: int = 5000, seed: Optional[int] = 0,
-    backend: str = "fused", log_every: int = 100,
+    A,
+    rank: int,
+    *,
+    optimizer: str = "adam",
+    lr: Optional[float] = None,
+    max_iter: Optional[int] = None,
+    tol: Optional[float] = None,
+    reg: float = 0.0,
+    nonnegative: bool = False,
+    weight=None,
+    init: Union[str, Tuple[Tensor, Tensor]] = "random",
+    seed: Optional[int] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    dtype: Optional[torch.dtype] = None,
+    backend: str = "fused",
+    callback: Optional[Callable[[int, float, Tensor, Tensor], Optional[bool]]] = None,
+    progress: bool = False,
+    log_every: Optional[int] = None,
+    reduction: str = "mean",
+    line_search: Optional[bool] = None,
+    nnls_sweeps: int = 3,
 ) -> FactorizeResult:
-    """Adam on the mean squared error of ``A ≈ W @ H``, like the reference loop.
+    """Factorize ``A (m, n) ≈ W (m, k) @ H (k, n)``.
+
+    Minimizes ``(sum(weight * (A - W @ H)**2) + reg * (|W|² + |H|²)) / D`` with
+    ``D = sum(weight)`` for ``reduction="mean"`` (``m * n`` without weights: the
+    ``mse_loss``) or ``D = 1`` for ``"sum"``. ``reduction`` rescales the loss (and
+    so the gradient steps) but not the minimizer.
 
     Parameters
     ----------
-    A : Tensor or ndarray, (m, n)
+    A : Tensor, ndarray or nested list, (m, n)
+        NaN entries are missing: weight 0, and A is set to 0 there before the ops
+        see it. Integer, bool and half-precision data run in float32 (the torch
+        default dtype) unless ``dtype`` says otherwise.
     rank : int
-    lr, max_iter, seed : as in :func:`mfext.reference.reference_factorize`.
-    backend : "fused" (mfext ops) or "autograd" (the reference loop).
+        k, in ``1..min(m, n)``; larger ranks need ``reg > 0``.
+    optimizer : "adam", "gd" or "als"
+        - ``"adam"``: ``torch.optim.Adam`` (fused/foreach where available) stepped
+          in place on the fused gradients; with the defaults this is the
+          reference loop :func:`mfext.reference.reference_factorize`.
+        - ``"gd"``: gradient descent, with a backtracking line search by default.
+        - ``"als"``: alternating least squares, batched k×k solves per row of W
+          and per column of H (weighted when there are weights or missing entries).
+    lr : float, optional
+        Adam: 0.01. GD: the fixed step; without it (or with ``line_search=True``)
+        the line search starts from an estimate (or from ``lr``). Unused by ALS.
+    max_iter : int, optional
+        Iterations (default: 5000 for Adam and GD, 200 for ALS, 1000 for
+        non-negative ALS).
+    tol : float, optional
+        Stop when the loss changes by at most ``tol`` (relative) between two
+        logged iterations. Default 1e-10 in float64, 1e-6 in float32; 0 runs
+        ``max_iter`` iterations.
+    reg : float
+        L2 regularization of W and H (>= 0).
+    nonnegative : bool
+        Keep W, H >= 0. Adam and GD project (clamp at 0) after each step; ALS
+        solves non-negative least-squares problems by warm-started coordinate
+        descent (``nnls_sweeps`` sweeps per half-step; not a projection).
+    weight : Tensor or ndarray, (m, n), optional
+        Finite, non-negative entry weights; 0 marks a missing entry.
+    init : "random", "svd" or (W0 (m, k), H0 (k, n))
+        ``"random"``: ``torch.rand`` W then H from a CPU generator seeded with
+        ``seed`` (as the reference loop). ``"svd"``: a seeded randomized
+        truncated SVD (NNDSVD in non-negative mode). A pair: those factors.
+    seed : int, optional
+        Seeds the initialization; None draws a seed (kept in ``result.seed``).
+        The same seed, device and thread count give identical factors.
+    device, dtype : where and in which dtype (float32 or float64) to run;
+        default: A's.
+    backend : "fused" or "autograd"
+        "fused": the mfext ops. "autograd": the reference loss and autograd
+        gradients, with the same update rules (the same trajectory).
+    callback : callable, optional
+        ``callback(iteration, loss, W, H)`` at every logged iteration (loss a
+        float, W and H copies); returning True stops the loop.
+    progress : bool
+        Show a tqdm progress bar with the loss.
+    log_every : int, optional
+        Bring the loss to the host (history, tol, callback, progress, divergence
+        check) every this many iterations (default: 100 for Adam and GD, 1 for
+        ALS). Adam and fixed-step GD do not synchronize in between.
+    reduction : "mean" or "sum"
+    line_search : bool, optional
+        GD only: backtracking line search (default: on unless ``lr`` is given).
+    nnls_sweeps : int
+        ALS in non-negative mode: coordinate-descent sweeps per half-step.
 
     Returns
     -------
     FactorizeResult
-    """
-    A = torch.as_tensor(np.asarray(A) if not isinstance(A, Tensor) else A)
-    if not A.is_floating_point():
-        A = A.double()
-    if backend == "autograd":
-        from .reference import reference_factorize
+        W (m, k) and H (k, n) in ``dtype`` on ``device``, the loss history,
+        iterations run, whether it converged, and the wall time.
 
-        ref = reference_factorize(A, rank, iterations=max_iter, lr=lr, seed=seed or 0,
-                                  log_every=log_every)
-        return FactorizeResult(ref.W, ref.H, ref.loss_history, max_iter, True, ref.seconds)
-    if backend != "fused":
-        raise ValueError(f"backend must be 'fused' or 'autograd', got {backend!r}")
-    gen = torch.Generator(device="cpu").manual_seed(seed or 0)
-    m, n = A.shape
-    W = torch.rand(m, rank, generator=gen, dtype=A.dtype).to(A.device)
-    H = torch.rand(rank, n, generator=gen, dtype=A.dtype).to(A.device)
-    opt = torch.optim.Adam([W, H], lr=lr)
-    scale = 1.0 / A.numel()  # mean reduction, as mse_loss
-    history: List[float] = []
+    Raises
+    ------
+    DivergenceError
+        (a RuntimeError) when the loss becomes NaN or Inf; its ``result`` holds
+        the last factors with a finite loss.
+    ValueError, TypeError
+        For unusable input, naming the argument.
+
+    Notes
+    -----
+    A row (column) of A with no observed entry gets a zero row of W (column of
+    H): its predictions are 0. The other factors are unaffected.
+    """
     start = time.perf_counter()
-    for it in range(max_iter):
-        loss, gW, gH = dense_loss_grad(A, W, H)
-        W.grad = gW.mul_(scale)
-        H.grad = gH.mul_(scale)
-        opt.step()
-        if log_every and it % log_every == 0:
-            history.append(float(loss) * scale)
-    history.append(float(dense_loss_grad(A, W, H)[0]) * scale)
-    return FactorizeResult(W, H, history, max_iter, True, time.perf_counter() - start)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    _check_number("reg", reg)
+    _check_number("lr", lr, positive=True, allow_none=True)
+    _check_number("tol", tol, allow_none=True)
+    _check_number("max_iter", max_iter, integer=True, allow_none=True)
+    _check_number("log_every", log_every, positive=True, integer=True, allow_none=True)
+    _check_number("nnls_sweeps", nnls_sweeps, positive=True, integer=True)
+    _check_number("seed", seed, integer=True, allow_none=True)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+
+    problem = prepare_problem(A, weight, device=device, dtype=dtype, reduction=reduction)
+    m, n = problem.shape
+    if isinstance(rank, bool) or not isinstance(rank, int):
+        raise TypeError(f"rank must be an int, got {type(rank).__name__} {rank!r}")
+    if rank < 1 or (reg == 0 and rank > min(m, n)):
+        raise ValueError(
+            f"rank must be in 1..min(m, n) = 1..{min(m, n)} for A of shape {(m, n)}, got {rank}"
+            + ("" if rank < 1 else "; a larger rank needs reg > 0")
+        )
+
+    if max_iter is None:
+        max_iter = _DEFAULT_MAX_ITER[optimizer]
+        if optimizer == "als" and nonnegative:
+            max_iter = _DEFAULT_MAX_ITER_NONNEGATIVE_ALS
+    log_every = _DEFAULT_LOG_EVERY[optimizer] if log_every is None else log_every
+    tol = _DEFAULT_TOL[problem.A.dtype] if tol is None else tol
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (), generator=torch.Generator().manual_seed(
+            int(time.time_ns()) & (2**62 - 1))))
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    W, H = initial_factors(problem.A, rank, init, gen, nonnegative=nonnegative)
+    # Rows/columns with nothing observed: zero factors, which no update changes.
+    if problem.empty_rows is not None:
+        W[problem.empty_rows] = 0
+    if problem.empty_cols is not None:
+        H[:, problem.empty_cols] = 0
+
+    objective = Objective(problem, float(reg), bool(nonnegative), backend)
+    stepper: Stepper
+    if optimizer == "adam":
+        stepper = AdamStepper(objective, W, H, ADAM_DEFAULT_LR if lr is None else lr)
+    elif optimizer == "gd":
+        if line_search is None:
+            line_search = lr is None
+        if line_search:
+            stepper = LineSearchGDStepper(objective, W, H, lr)
+        elif lr is None:
+            raise ValueError("optimizer='gd' with line_search=False needs a learning rate lr")
+        else:
+            stepper = GDStepper(objective, W, H, lr)
+    else:
+        stepper = ALSStepper(objective, W, H, nnls_sweeps)
+
+    return _run(stepper, optimizer, max_iter, log_every, tol, callback, progress, seed, start)
+
+
+def _divergence(stepper: Stepper, optimizer: str, it: int, value: float,
+                good: Tuple[int, Tensor, Tensor], history: List[float],
+                seed: int, start: float) -> DivergenceError:
+    lr_text = (f"lr={stepper.lr:g}" if stepper.lr is not None
+               else "als has no learning rate; try reg > 0 or a smaller rank")
+    if good[0] < 0:
+        last = "no logged iteration had a finite loss; .result holds the initial factors"
+    else:
+        last = f"the last finite loss was at iteration {good[0]}; .result holds those factors"
+    W, H = good[1], good[2]
+    message = (
+        f"mfext.factorize diverged: the loss is {value} at iteration {it} "
+        f"(optimizer={optimizer!r}, {lr_text}); {last}. Lower the learning rate, "
+        "add reg, or use optimizer='als'."
+    )
+    result = FactorizeResult(W, H, list(history), it, False, time.perf_counter() - start,
+                             "diverged", seed, stepper.lr)
+    return DivergenceError(message, result, it, stepper.lr)
+
+
+def _run(stepper: Stepper, optimizer: str, max_iter: int, log_every: int, tol: float,
+         callback, progress: bool, seed: int, start: float) -> FactorizeResult:
+    history: List[float] = []
+    # (iteration, W, H) of the last finite logged loss; -1: the initial factors.
+    good: Tuple[int, Tensor, Tensor] = (-1, stepper.W.clone(), stepper.H.clone())
+    previous: Optional[float] = None
+    stop_reason = "max_iter"
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_iter, desc=f"mfext {optimizer}", leave=False)
+    it = -1
+    last_logged = -1
+    try:
+        for it in range(max_iter):
+            log = it % log_every == 0
+            try:
+                logged = stepper.step(log)
+            except LossOverflow:
+                raise _divergence(stepper, optimizer, it, math.inf, good, history, seed,
+                                  start) from None
+            if logged is not None:
+                loss_t, W_log, H_log = logged
+                value = float(loss_t)  # the only host synchronization of the loop
+                last_logged = it
+                if not math.isfinite(value):
+                    raise _divergence(stepper, optimizer, it, value, good, history, seed, start)
+                history.append(value)
+                good = (it, W_log, H_log)
+                if bar is not None:
+                    bar.update(it + 1 - bar.n)
+                    bar.set_postfix(loss=f"{value:.4e}")
+                if callback is not None and callback(it, value, W_log.clone(), H_log.clone()):
+                    stop_reason = "callback"
+                    break
+                if tol > 0 and previous is not None and abs(previous - value) <= tol * max(abs(previous), abs(value)):
+                    stop_reason = "tol"
+                    break
+                previous = value
+            if stepper.stalled:
+                stop_reason = "stalled"
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    n_iter = it + 1
+    if not (stepper.logs_after_step and last_logged == it >= 0):
+        try:
+            value = float(stepper.final_loss())
+        except LossOverflow:
+            value = math.inf
+        if not math.isfinite(value):
+            raise _divergence(stepper, optimizer, n_iter, value, good, history, seed, start)
+        history.append(value)
+    W, H = stepper.W.detach(), stepper.H.detach()
+    if not H.is_contiguous():
+        H = H.contiguous()
+    return FactorizeResult(
+        W, H, history, n_iter, stop_reason in ("tol", "stalled"),
+        time.perf_counter() - start, stop_reason, seed, stepper.lr,
+    )

@@ -1,0 +1,269 @@
+"""Batched alternating-least-squares pieces: Gram matrices and k×k normal equations.
+
+Every function here works on a whole batch of rows at once (no Python loop over
+rows or entries). :func:`solve_normal_equations` is the reusable core: given the
+Gram matrices ``G_i`` (k×k) and right-hand sides ``b_i`` (k) of a batch of
+regularized least-squares problems it returns ``x_i = argmin`` of
+``x^T G_i x - 2 b_i^T x + reg |x|^2`` (optionally with ``x >= 0``). The dense
+factorizer uses it for the rows of W and the columns of H; a sparse
+(collaborative-filtering) solver can build ``G_i``/``b_i`` from observed entries
+and call it the same way.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "solve_normal_equations",
+    "weighted_gram",
+    "nnls_coordinate_descent",
+    "als_half_step",
+]
+
+# Budget (in elements) for the temporaries of the weighted update: the per-row
+# Gram matrices of one block of rows and one block of the Khatri-Rao product.
+_BLOCK_ELEMENTS = 1 << 24
+
+
+def _add_diagonal(gram: Tensor, value) -> Tensor:
+    """``gram + value * I`` for a (k, k) or (b, k, k) gram; ``value`` is a float or a (b,) tensor."""
+    k = gram.shape[-1]
+    eye = torch.eye(k, dtype=gram.dtype, device=gram.device)
+    if isinstance(value, Tensor) and value.dim() == 1:
+        return gram + value[:, None, None] * eye
+    return gram + value * eye
+
+
+def _cholesky_solve_rows(gram: Tensor, rhs: Tensor) -> Tensor:
+    """Solve ``gram_i x_i = rhs_i`` by Cholesky; gram (k, k) or (b, k, k), rhs (b, k).
+
+    A gram that is not numerically positive definite (rank-deficient factors
+    with ``reg = 0``) gets a diagonal jitter of ``eps * 10 * trace`` and, if
+    that still fails, a least-squares (pseudo-inverse) solve.
+    """
+    L, info = torch.linalg.cholesky_ex(gram)
+    if bool((info != 0).any()):  # one host read per solve; rare path follows
+        k = gram.shape[-1]
+        trace = torch.diagonal(gram, dim1=-2, dim2=-1).sum(-1)
+        jitter = torch.finfo(gram.dtype).eps * 10.0 * trace.clamp_min(1.0) / k
+        L, info = torch.linalg.cholesky_ex(_add_diagonal(gram, jitter))
+        if bool((info != 0).any()):
+            pinv = torch.linalg.pinv(gram, hermitian=True)
+            if gram.dim() == 2:
+                return rhs @ pinv  # pinv is symmetric
+            return (pinv @ rhs.unsqueeze(-1)).squeeze(-1)
+    if gram.dim() == 2:
+        # One shared gram: solve all right-hand sides as the columns of rhs^T.
+        return torch.cholesky_solve(rhs.t(), L).t()
+    return torch.cholesky_solve(rhs.unsqueeze(-1), L).squeeze(-1)
+
+
+def nnls_coordinate_descent(gram: Tensor, rhs: Tensor, x0: Tensor, sweeps: int = 3) -> Tensor:
+    """Non-negative least squares by warm-started, batched coordinate descent.
+
+    Minimizes ``x^T G x - 2 b^T x`` over ``x >= 0`` for every row at once, one
+    coordinate at a time (the HALS / scikit-learn ``solver="cd"`` update): each
+    coordinate gets its exact constrained minimizer
+    ``x_r = max(0, x_r + (b_r - G_r. x) / G_rr)``. The loop runs over the k
+    coordinates and the sweeps, never over rows.
+
+    Parameters
+    ----------
+    gram : Tensor, (k, k) shared by every row, or (b, k, k); symmetric PSD, regularization included
+    rhs : Tensor, (b, k)
+    x0 : Tensor, (b, k)
+        The starting point (clamped at 0); the previous factor, so a few sweeps
+        per half-step are enough.
+    sweeps : int
+        Passes over the k coordinates.
+
+    Returns
+    -------
+    Tensor, (b, k), non-negative, same dtype as ``rhs``
+    """
+    x = x0.clamp_min(0).clone()
+    k = rhs.shape[-1]
+    shared = gram.dim() == 2
+    diag = torch.diagonal(gram, dim1=-2, dim2=-1)  # (k,) or (b, k)
+    # A zero diagonal means the coordinate does not enter the objective: set it to 0.
+    safe_diag = torch.where(diag > 0, diag, torch.ones_like(diag))
+    for _ in range(sweeps):
+        for r in range(k):
+            if shared:
+                g_r = x @ gram[r]  # (b,)
+                d_r = safe_diag[r]
+                live = diag[r] > 0
+            else:
+                g_r = (gram[:, r, :] * x).sum(-1)  # (b,)
+                d_r = safe_diag[:, r]
+                live = diag[:, r] > 0
+            new = (x[:, r] + (rhs[:, r] - g_r) / d_r).clamp_min(0)
+            x[:, r] = torch.where(live, new, torch.zeros_like(new))
+    return x
+
+
+def solve_normal_equations(
+    gram: Tensor,
+    rhs: Tensor,
+    reg: float = 0.0,
+    *,
+    nonnegative: bool = False,
+    x0: Optional[Tensor] = None,
+    sweeps: int = 3,
+) -> Tensor:
+    """Solve a batch of regularized normal equations ``(G_i + reg I) x_i = b_i``.
+
+    Parameters
+    ----------
+    gram : Tensor, (k, k) shared by the whole batch, or (b, k, k) one per row
+        Symmetric positive semi-definite Gram matrices, float32 or float64.
+    rhs : Tensor, (b, k), same dtype and device
+    reg : float
+        L2 regularization added to every diagonal (>= 0).
+    nonnegative : bool
+        Solve the non-negative least-squares problem instead (``x_i >= 0``) by
+        :func:`nnls_coordinate_descent`, starting from ``x0``.
+    x0 : Tensor, (b, k), optional
+        Warm start for the non-negative solve (default: the clamped unconstrained solution).
+    sweeps : int
+        Coordinate-descent sweeps for the non-negative solve.
+
+    Returns
+    -------
+    Tensor, (b, k)
+        The solutions, one row per right-hand side. Unconstrained solves use a
+        batched Cholesky factorization (``torch.linalg.cholesky_ex``); a gram that
+        is singular gets a small diagonal jitter, then a pseudo-inverse.
+    """
+    if gram.dim() not in (2, 3) or gram.shape[-1] != gram.shape[-2]:
+        raise ValueError(f"gram must be (k, k) or (b, k, k), got shape {tuple(gram.shape)}")
+    if rhs.dim() != 2 or rhs.shape[-1] != gram.shape[-1]:
+        raise ValueError(
+            f"rhs must be (b, k) with k = {gram.shape[-1]}, got shape {tuple(rhs.shape)}"
+        )
+    if gram.dim() == 3 and gram.shape[0] != rhs.shape[0]:
+        raise ValueError(
+            f"gram (b, k, k) and rhs (b, k) disagree on b: {gram.shape[0]} vs {rhs.shape[0]}"
+        )
+    if reg < 0:
+        raise ValueError(f"reg must be >= 0, got {reg}")
+    if reg > 0:
+        gram = _add_diagonal(gram, reg)
+    if not nonnegative:
+        return _cholesky_solve_rows(gram, rhs)
+    if x0 is None:
+        x0 = _cholesky_solve_rows(gram, rhs)
+    return nnls_coordinate_descent(gram, rhs, x0, sweeps)
+
+
+def _khatri_rao_rows(F: Tensor) -> Tensor:
+    """(n, k) -> (n, k*k): row j is the flattened outer product ``f_j f_j^T``."""
+    n, k = F.shape
+    return (F[:, :, None] * F[:, None, :]).reshape(n, k * k)
+
+
+def weighted_gram(weight: Tensor, F: Tensor) -> Tensor:
+    """Per-row weighted Gram matrices ``G_i = sum_j weight[i, j] f_j f_j^T``.
+
+    Computed as one GEMM of ``weight`` with the row-wise Khatri-Rao product of
+    ``F``, in blocks of columns so the temporaries stay within a fixed budget.
+
+    Parameters
+    ----------
+    weight : Tensor, (b, n), non-negative
+    F : Tensor, (n, k), same dtype and device
+
+    Returns
+    -------
+    Tensor, (b, k, k)
+    """
+    b, n = weight.shape
+    k = F.shape[1]
+    cols = max(1, min(n, _BLOCK_ELEMENTS // max(1, k * k)))
+    out = None
+    for c0 in range(0, n, cols):  # blocks of columns, not entries
+        part = weight[:, c0:c0 + cols] @ _khatri_rao_rows(F[c0:c0 + cols])
+        out = part if out is None else out.add_(part)
+    return out.reshape(b, k, k)
+
+
+def als_half_step(
+    A: Tensor,
+    F: Tensor,
+    X: Tensor,
+    reg: float,
+    weight: Optional[Tensor] = None,
+    weighted_A: Optional[Tensor] = None,
+    *,
+    nonnegative: bool = False,
+    sweeps: int = 3,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Update every row of X given F: ``X_i = argmin sum_j w_ij (A_ij - X_i . F_j)^2 + reg |X_i|^2``.
+
+    Used for both halves: the rows of W given ``F = H^T``, and the columns of H
+    given ``F = W`` with ``A`` transposed. The k×k systems are built and solved
+    in float64 (cheap next to the products with A), the products with A run in
+    the data's dtype.
+
+    Parameters
+    ----------
+    A : Tensor, (b, n)
+        The data with missing entries already set to 0 (unused when ``weighted_A`` is given).
+    F : Tensor, (n, k)
+        The fixed factor.
+    X : Tensor, (b, k)
+        The current value of the factor being solved (warm start for NNLS).
+    reg : float
+    weight : Tensor, (b, n), optional
+    weighted_A : Tensor, (b, n), optional
+        ``weight * A``, precomputed once by the caller when weighted.
+    nonnegative, sweeps : see :func:`solve_normal_equations`.
+
+    Returns
+    -------
+    X_new : Tensor, (b, k), dtype of ``F``
+    cross : Tensor, 0-dim float64
+        ``sum_ij w_ij A_ij (X_new F^T)_ij``.
+    quad : Tensor, 0-dim float64
+        ``sum_ij w_ij (X_new F^T)_ij^2``. With ``sum w A^2`` these give the data
+        loss at the new factors without forming the residual:
+        ``sum w A^2 - 2 cross + quad``.
+    """
+    dtype = F.dtype
+    wide = torch.float64
+    if weight is None:
+        F64 = F.to(wide)
+        gram = F64.t() @ F64  # (k, k)
+        rhs = (A @ F).to(wide)  # (b, k): the one product with A
+        X_new = solve_normal_equations(
+            gram, rhs, reg, nonnegative=nonnegative,
+            x0=X.to(wide) if nonnegative else None, sweeps=sweeps,
+        ).to(dtype)
+        X64 = X_new.to(wide)
+        cross = (rhs * X64).sum()
+        quad = (gram * (X64.t() @ X64)).sum()
+        return X_new, cross, quad
+    wA = weighted_A if weighted_A is not None else weight * A
+    rhs = wA @ F  # (b, k)
+    b, k = X.shape
+    block = max(1, _BLOCK_ELEMENTS // max(1, k * k))
+    X_new = torch.empty_like(rhs)
+    quad = rhs.new_zeros((), dtype=wide)
+    for r0 in range(0, b, block):  # blocks of rows bound the (block, k, k) grams
+        w = weight[r0:r0 + block]
+        gram = weighted_gram(w, F).to(wide)
+        # An unobserved row has gram 0 and rhs 0: a unit diagonal makes its solution 0.
+        empty = (w.sum(1) == 0).to(wide)
+        x = solve_normal_equations(
+            _add_diagonal(gram, empty + reg), rhs[r0:r0 + block].to(wide), 0.0,
+            nonnegative=nonnegative, x0=X[r0:r0 + block].to(wide) if nonnegative else None,
+            sweeps=sweeps,
+        ).to(dtype)
+        X_new[r0:r0 + block] = x
+        x64 = x.to(wide)
+        quad = quad + ((gram @ x64.unsqueeze(-1)).squeeze(-1) * x64).sum()
+    cross = (rhs.to(wide) * X_new.to(wide)).sum()
+    return X_new, cross, quad
