@@ -145,7 +145,7 @@ def test_backends_follow_the_same_trajectory(optimizer, variant, gen):
 
 @pytest.mark.parametrize("optimizer", ["adam", "gd", "als"])
 def test_line_search_gd_and_optimizers_with_reg_reach_a_stationary_point(optimizer, gen):
-    A = torch.randn(20, 15, generator=gen, dtype=F64)
+    A = low_rank_plus_noise(gen, 20, 15, 4, 0.1)
     kwargs = {"adam": dict(lr=0.01, max_iter=20000), "gd": dict(max_iter=20000),
               "als": dict(max_iter=300, tol=0)}[optimizer]
     result = mfext.factorize(A, 4, optimizer=optimizer, reg=0.3, seed=1, **kwargs)
@@ -160,9 +160,10 @@ def test_line_search_gd_and_optimizers_with_reg_reach_a_stationary_point(optimiz
 
 
 def _nmf_matrix(gen):
+    """Sparse non-negative factors (an identifiable NMF) plus non-negative noise."""
     m, n, k = 80, 60, 4
-    W = torch.rand(m, k, generator=gen, dtype=F64)
-    H = torch.rand(k, n, generator=gen, dtype=F64)
+    W = (torch.rand(m, k, generator=gen, dtype=F64) - 0.3).clamp_min(0)
+    H = (torch.rand(k, n, generator=gen, dtype=F64) - 0.3).clamp_min(0)
     return W @ H + 0.05 * torch.rand(m, n, generator=gen, dtype=F64), k
 
 
@@ -178,7 +179,7 @@ def test_nonnegative_factors_stay_nonnegative(optimizer, gen):
 @pytest.mark.parametrize(
     "optimizer,kwargs",
     [("als", {}), ("adam", {"init": "svd", "lr": 0.003, "max_iter": 10000}),
-     ("gd", {"init": "svd", "max_iter": 5000})],
+     pytest.param("gd", {"init": "svd", "max_iter": 20000}, marks=pytest.mark.slow)],
     ids=["als", "adam", "gd"],
 )
 def test_nonnegative_matches_sklearn_nmf(optimizer, kwargs, gen):
