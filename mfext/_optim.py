@@ -271,7 +271,9 @@ class ALSStepper(Stepper):
         self.wA = None if w is None else w * A
         # sum(w * A^2) in float64, for the loss identity.
         if w is None:
-            self.aa = torch.linalg.vector_norm(A, dtype=torch.float64).square()
+            # Row norms in the data's dtype, summed in float64: one fast pass,
+            # accurate to ~1e-8 (a float64 cast of A would cost a slow pass).
+            self.aa = torch.linalg.vector_norm(A, dim=1).to(torch.float64).square().sum()
         else:
             self.aa = torch.sum(self.wA * A, dtype=torch.float64)
         self._loss: Optional[Tensor] = None

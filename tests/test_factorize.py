@@ -156,6 +156,20 @@ def test_line_search_gd_and_optimizers_with_reg_reach_a_stationary_point(optimiz
     assert grad_norm < (1e-5 if optimizer == "adam" else 1e-8)
 
 
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_every_device_follows_the_cpu_run(optimizer, device, dtype, gen):
+    A = torch.rand(23, 17, generator=gen, dtype=dtype)
+    A[3, 4] = float("nan")
+    kwargs = dict(optimizer=optimizer, seed=5, max_iter=30, tol=0, reg=0.01)
+    if optimizer == "gd":
+        kwargs["lr"] = 0.1
+    on_device = mfext.factorize(A.to(device), 3, **kwargs)
+    on_cpu = mfext.factorize(A, 3, **kwargs)
+    assert on_device.W.device.type == device and on_device.W.dtype == dtype
+    tol = 1e-9 if dtype == F64 else 1e-3
+    assert rel_err(on_device.W, on_cpu.W) < tol and rel_err(on_device.H, on_cpu.H) < tol
+
+
 # --------------------------------------------------------------------------- non-negative mode
 
 
