@@ -373,8 +373,10 @@ def test_rank_above_min_needs_reg(gen):
     with pytest.raises(ValueError, match="rank must be in 1..min"):
         mfext.factorize(A, 5)
     for optimizer in OPTIMIZERS:
-        res = mfext.factorize(A, 5, optimizer=optimizer, reg=0.1, seed=0, max_iter=50)
-        assert res.W.shape == (6, 5) and math.isfinite(res.loss_history[-1])
+        for init in ("random", "svd"):
+            res = mfext.factorize(A, 5, optimizer=optimizer, reg=0.1, seed=0, max_iter=50,
+                                  init=init)
+            assert res.W.shape == (6, 5) and math.isfinite(res.loss_history[-1])
 
 
 @pytest.mark.parametrize(
