@@ -9,6 +9,7 @@ solves in :mod:`mfext._als`.
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple, Union
@@ -263,8 +264,7 @@ def factorize(
     log_every = _DEFAULT_LOG_EVERY[optimizer] if log_every is None else log_every
     tol = _DEFAULT_TOL[problem.A.dtype] if tol is None else tol
     if seed is None:
-        seed = int(torch.randint(0, 2**62, (), generator=torch.Generator().manual_seed(
-            int(time.time_ns()) & (2**62 - 1))))
+        seed = secrets.randbits(62)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     W, H = initial_factors(problem.A, rank, init, gen, nonnegative=nonnegative)
     # Rows/columns with nothing observed: zero factors, which no update changes.
@@ -302,10 +302,11 @@ def _divergence(stepper: Stepper, optimizer: str, it: int, value: float,
     else:
         last = f"the last finite loss was at iteration {good[0]}; .result holds those factors"
     W, H = good[1], good[2]
+    advice = ("Add reg or lower the rank." if optimizer == "als"
+              else "Lower the learning rate, add reg, or use optimizer='als'.")
     message = (
         f"mfext.factorize diverged: the loss is {value} at iteration {it} "
-        f"(optimizer={optimizer!r}, {lr_text}); {last}. Lower the learning rate, "
-        "add reg, or use optimizer='als'."
+        f"(optimizer={optimizer!r}, {lr_text}); {last}. {advice}"
     )
     result = FactorizeResult(W, H, list(history), it, False, time.perf_counter() - start,
                              "diverged", seed, stepper.lr)
