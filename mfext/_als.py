@@ -11,7 +11,7 @@ and call it the same way.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -200,6 +200,7 @@ def als_half_step(
     *,
     nonnegative: bool = False,
     sweeps: int = 3,
+    reduce: Optional[Callable[[List[Tensor]], None]] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Update every row of X given F: ``X_i = argmin sum_j w_ij (A_ij - X_i . F_j)^2 + reg |X_i|^2``.
 
@@ -221,6 +222,10 @@ def als_half_step(
     weighted_A : Tensor, (b, n), optional
         ``weight * A``, precomputed once by the caller when weighted.
     nonnegative, sweeps : see :func:`solve_normal_equations`.
+    reduce : callable, optional
+        Sums a list of tensors over data-parallel ranks in place. Given when A's
+        rows ``n`` are split over ranks and X is replicated: the Gram matrices
+        and right-hand sides are summed before the solve (distributed ALS).
 
     Returns
     -------
@@ -238,6 +243,8 @@ def als_half_step(
         F64 = F.to(wide)
         gram = F64.t() @ F64  # (k, k)
         rhs = (A @ F).to(wide)  # (b, k): the one product with A
+        if reduce is not None:
+            reduce([gram, rhs])
         X_new = solve_normal_equations(
             gram, rhs, reg, nonnegative=nonnegative,
             x0=X.to(wide) if nonnegative else None, sweeps=sweeps,
@@ -248,6 +255,8 @@ def als_half_step(
         return X_new, cross, quad
     wA = weighted_A if weighted_A is not None else weight * A
     rhs = wA @ F  # (b, k)
+    if reduce is not None:
+        reduce([rhs])
     b, k = X.shape
     block = max(1, _BLOCK_ELEMENTS // max(1, k * k))
     X_new = torch.empty_like(rhs)
@@ -255,8 +264,11 @@ def als_half_step(
     for r0 in range(0, b, block):  # blocks of rows bound the (block, k, k) grams
         w = weight[r0:r0 + block]
         gram = weighted_gram(w, F).to(wide)
+        w_total = w.sum(1)
+        if reduce is not None:
+            reduce([gram, w_total])
         # An unobserved row has gram 0 and rhs 0: a unit diagonal makes its solution 0.
-        empty = (w.sum(1) == 0).to(wide)
+        empty = (w_total == 0).to(wide)
         x = solve_normal_equations(
             _add_diagonal(gram, empty + reg), rhs[r0:r0 + block].to(wide), 0.0,
             nonnegative=nonnegative, x0=X[r0:r0 + block].to(wide) if nonnegative else None,

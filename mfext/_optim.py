@@ -60,9 +60,16 @@ class Objective:
     nonnegative : bool
         Project the factors on ``>= 0`` after every gradient step.
     backend : "fused" or "autograd"
+    comm : mfext.distributed.Communicator, optional
+        When distributed, ``problem.A`` and W are this rank's rows and H is
+        replicated: the data loss, grad_H and sums over W are summed over ranks,
+        so every rank sees the global objective and updates H identically.
     """
 
-    def __init__(self, problem: Problem, reg: float, nonnegative: bool, backend: str):
+    def __init__(self, problem: Problem, reg: float, nonnegative: bool, backend: str, comm=None):
+        from .distributed import Communicator
+
+        self.comm = comm if comm is not None else Communicator(None)
         self.A = problem.A
         self.weight = problem.weight
         self.scale = 1.0 / problem.denom
@@ -76,19 +83,30 @@ class Objective:
 
         Raises :class:`LossOverflow` when the loss overflows the dtype.
         """
-        return _guard_overflow(self._loss_grad, self.A, W, H, self.weight)
+        data, gW, gH = _guard_overflow(self._loss_grad, self.A, W, H, self.weight)
+        self.comm.all_reduce_sum_([data, gH], "all_reduce(loss, grad_H)")
+        return data, gW, gH
 
     def data_loss(self, W: Tensor, H: Tensor) -> Tensor:
         """The unreduced data term only (0-dim)."""
         if self.backend == "fused":
-            return _guard_overflow(dense_loss_grad, self.A, W, H, self.weight)[0]
-        with torch.no_grad():
-            return reference.dense_loss(self.A, W, H, self.weight)
+            data = _guard_overflow(dense_loss_grad, self.A, W, H, self.weight)[0]
+        else:
+            with torch.no_grad():
+                data = reference.dense_loss(self.A, W, H, self.weight)
+        self.comm.all_reduce_sum_([data], "all_reduce(loss)")
+        return data
+
+    def sq_norm_W(self, W: Tensor) -> Tensor:
+        """``|W|_F^2`` over every rank's rows (0-dim)."""
+        total = W.square().sum()
+        self.comm.all_reduce_sum_([total], "all_reduce(|W|^2)")
+        return total
 
     def total(self, data: Tensor, W: Tensor, H: Tensor) -> Tensor:
         """The objective from its data term: adds the regularization and reduces (0-dim)."""
         if self.reg:
-            data = data + self.reg * (W.square().sum() + H.square().sum())
+            data = data + self.reg * (self.sq_norm_W(W) + H.square().sum())
         return data * self.scale
 
     def objective_grads_(self, gW: Tensor, gH: Tensor, W: Tensor, H: Tensor) -> None:
@@ -202,8 +220,9 @@ class LineSearchGDStepper(Stepper):
             # 1 / (a bound on the Lipschitz constant of one block's gradient); the
             # search corrects it within a few iterations either way.
             wmax = 1.0 if objective.weight is None else float(objective.weight.max())
+            wmax = max(objective.comm.all_gather_objects(wmax, "max weight"))
             bound = 2.0 * objective.scale * wmax * (
-                float(W.square().sum()) + float(H.square().sum()) + objective.reg
+                float(objective.sq_norm_W(W)) + float(H.square().sum()) + objective.reg
             )
             lr = 1.0 / bound if bound > 0 else 1.0
         self.lr = lr
@@ -228,7 +247,7 @@ class LineSearchGDStepper(Stepper):
             Wn = W - t * gW
             Hn = H - t * gH
             self.obj.project_(Wn, Hn)
-            moved = float((Wn - W).square().sum() + (Hn - H).square().sum())
+            moved = float(self.obj.sq_norm_W(Wn - W) + (Hn - H).square().sum())
             if moved == 0.0:
                 break
             fn = self._evaluate(Wn, Hn)
@@ -276,6 +295,12 @@ class ALSStepper(Stepper):
             self.aa = torch.linalg.vector_norm(A, dim=1).to(torch.float64).square().sum()
         else:
             self.aa = torch.sum(self.wA * A, dtype=torch.float64)
+        objective.comm.all_reduce_sum_([self.aa], "all_reduce(sum w A^2)")
+        # Distributed: H's normal equations are summed over the ranks' rows.
+        self._reduce = (
+            (lambda ts: objective.comm.all_reduce_sum_(ts, "all_reduce(ALS normal equations)"))
+            if objective.comm.distributed else None
+        )
         self._loss: Optional[Tensor] = None
         self.obj.project_(self.W, self.H)
 
@@ -288,6 +313,7 @@ class ALSStepper(Stepper):
         Ht, cross, quad = als_half_step(
             A.t(), W, self.H.t(), reg, None if w is None else w.t(),
             None if wA is None else wA.t(), nonnegative=nonneg, sweeps=self.sweeps,
+            reduce=self._reduce,
         )
         self.W, self.H = W, Ht.t()
         if obj.backend == "fused":

@@ -87,6 +87,7 @@ def prepare_problem(
     device: Optional[Union[str, torch.device]] = None,
     dtype: Optional[torch.dtype] = None,
     reduction: str = "mean",
+    comm=None,
 ) -> Problem:
     """Check and convert the data of a factorization.
 
@@ -98,11 +99,17 @@ def prepare_problem(
         Finite and non-negative; 0 marks a missing entry.
     device, dtype : where and in which float dtype to run (default: A's).
     reduction : "mean" or "sum"
+    comm : mfext.distributed.Communicator, optional
+        When distributed, ``A`` is this rank's block of rows: the weighting
+        decision, the mean's divisor and the empty columns are agreed over ranks.
 
     Returns
     -------
     Problem
     """
+    from .distributed import Communicator
+
+    comm = comm if comm is not None else Communicator(None)
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     A = _as_tensor(A, "A")
@@ -132,9 +139,11 @@ def prepare_problem(
                 f"{int(bad.sum())} negative, NaN or Inf entries"
             )
 
-    if w is None and math.isfinite(float(A.sum())):
-        # Fast path, one cheap pass: a finite sum means no NaN and no Inf.
-        return Problem(A, None, float(m * n) if reduction == "mean" else 1.0)
+    # Fast path, one cheap pass: a finite sum means no NaN and no Inf. Ranks must
+    # agree on it (the weighted and unweighted ALS exchange different terms).
+    if not comm.any(w is not None or not math.isfinite(float(A.sum())), "weighting check"):
+        m_total = comm.sum_scalar(float(m), "row count")
+        return Problem(A, None, m_total * n if reduction == "mean" else 1.0)
     missing = torch.isnan(A)
     if bool(missing.any()):
         w = (~missing).to(run_dtype) if w is None else w.masked_fill(missing, 0)
@@ -149,12 +158,14 @@ def prepare_problem(
         )
 
     if w is None:
-        return Problem(A, None, float(m * n) if reduction == "mean" else 1.0)
-    total = float(w.sum(dtype=torch.float64))
+        w = torch.ones_like(A)  # another rank has weights: use them everywhere
+    total = comm.sum_scalar(float(w.sum(dtype=torch.float64)), "weight total")
     if total == 0.0:
         raise ValueError("A has no observed entry (every entry is NaN or has weight 0)")
     empty_rows = w.sum(1) == 0
-    empty_cols = w.sum(0) == 0
+    col_weight = w.sum(0)
+    comm.all_reduce_sum_([col_weight], "column weights")
+    empty_cols = col_weight == 0
     return Problem(
         A,
         w,

@@ -28,6 +28,7 @@ from ._optim import (
     Objective,
     Stepper,
 )
+from .distributed import get_communicator
 from ._problem import prepare_problem
 
 __all__ = ["factorize", "FactorizeResult", "DivergenceError"]
@@ -145,6 +146,7 @@ def factorize(
     reduction: str = "mean",
     line_search: Optional[bool] = None,
     nnls_sweeps: int = 3,
+    distributed: Optional[bool] = None,
 ) -> FactorizeResult:
     """Factorize ``A (m, n) ≈ W (m, k) @ H (k, n)``.
 
@@ -212,6 +214,14 @@ def factorize(
         GD only: backtracking line search (default: on unless ``lr`` is given).
     nnls_sweeps : int
         ALS in non-negative mode: coordinate-descent sweeps per half-step.
+    distributed : bool, optional
+        Data-parallel training on torch.distributed (see :mod:`mfext.distributed`):
+        ``A`` (and ``weight``) is then this rank's block of rows, in rank order,
+        and the result's W holds the same rows; H is replicated. None (default)
+        trains data-parallel whenever a process group is initialized; False never.
+        For the same seed, every world size follows the same trajectory as one
+        process (within float rounding). ``init`` must be "random" or a pair whose
+        W0 has either this rank's rows or all rows.
 
     Returns
     -------
@@ -247,13 +257,15 @@ def factorize(
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
 
-    problem = prepare_problem(A, weight, device=device, dtype=dtype, reduction=reduction)
+    comm = get_communicator(distributed)
+    problem = prepare_problem(A, weight, device=device, dtype=dtype, reduction=reduction, comm=comm)
     m, n = problem.shape
+    row0, m_total = comm.row_offset(m) if comm.distributed else (0, m)
     if isinstance(rank, bool) or not isinstance(rank, int):
         raise TypeError(f"rank must be an int, got {type(rank).__name__} {rank!r}")
-    if rank < 1 or (reg == 0 and rank > min(m, n)):
+    if rank < 1 or (reg == 0 and rank > min(m_total, n)):
         raise ValueError(
-            f"rank must be in 1..min(m, n) = 1..{min(m, n)} for A of shape {(m, n)}, got {rank}"
+            f"rank must be in 1..min(m, n) = 1..{min(m_total, n)} for A of shape {(m_total, n)}, got {rank}"
             + ("" if rank < 1 else "; a larger rank needs reg > 0")
         )
 
@@ -264,16 +276,23 @@ def factorize(
     log_every = _DEFAULT_LOG_EVERY[optimizer] if log_every is None else log_every
     tol = _DEFAULT_TOL[problem.A.dtype] if tol is None else tol
     if seed is None:
-        seed = secrets.randbits(62)
+        seed = comm.all_gather_objects(secrets.randbits(62), "seed")[0]  # rank 0's
+    if comm.distributed:
+        comm.check_consistent(
+            n=n, rank=rank, dtype=problem.A.dtype, optimizer=optimizer, lr=lr, max_iter=max_iter,
+            tol=tol, reg=float(reg), nonnegative=bool(nonnegative), backend=backend,
+            log_every=log_every, reduction=reduction, seed=seed,
+            init=init if isinstance(init, str) else "pair", line_search=line_search,
+        )
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    W, H = initial_factors(problem.A, rank, init, gen, nonnegative=nonnegative)
+    W, H = _initial_factors(problem.A, rank, init, gen, nonnegative, row0, m_total)
     # Rows/columns with nothing observed: zero factors, which no update changes.
     if problem.empty_rows is not None:
         W[problem.empty_rows] = 0
     if problem.empty_cols is not None:
         H[:, problem.empty_cols] = 0
 
-    objective = Objective(problem, float(reg), bool(nonnegative), backend)
+    objective = Objective(problem, float(reg), bool(nonnegative), backend, comm)
     stepper: Stepper
     if optimizer == "adam":
         stepper = AdamStepper(objective, W, H, ADAM_DEFAULT_LR if lr is None else lr)
@@ -290,6 +309,30 @@ def factorize(
         stepper = ALSStepper(objective, W, H, nnls_sweeps)
 
     return _run(stepper, optimizer, max_iter, log_every, tol, callback, progress, seed, start)
+
+
+def _initial_factors(A: Tensor, rank: int, init, gen: torch.Generator, nonnegative: bool,
+                     row0: int, m_total: int) -> Tuple[Tensor, Tensor]:
+    """The initial factors of this rank's rows ``[row0, row0 + m)`` of ``m_total``.
+
+    Every rank draws the same global W and H and keeps its rows, so a world of any
+    size starts where one process does.
+    """
+    m, n = A.shape
+    if m == m_total:
+        return initial_factors(A, rank, init, gen, nonnegative=nonnegative)
+    if isinstance(init, str) and init != "random":
+        raise ValueError(f"distributed factorize supports init='random' or a pair (W0, H0), got {init!r}")
+    if isinstance(init, str):
+        proxy = A.new_empty((1, 1)).expand(m_total, n)  # only shape, dtype and device are read
+        W, H = initial_factors(proxy, rank, init, gen, nonnegative=nonnegative)
+    else:
+        W0 = torch.as_tensor(init[0])
+        if W0.shape[0] == m_total:  # all rows given: keep this rank's
+            init = (W0[row0:row0 + m], init[1])
+        W, H = initial_factors(A, rank, init, gen, nonnegative=nonnegative)
+        return W, H
+    return W[row0:row0 + m].contiguous(), H
 
 
 def _divergence(stepper: Stepper, optimizer: str, it: int, value: float,

@@ -1,0 +1,61 @@
+"""Worker functions for the multi-process tests (importable by spawned children)."""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+import torch.distributed as dist
+
+
+def start(rank: int, world: int, init_file: str, timeout_s: float = 30.0) -> None:
+    import mfext.distributed as mdist
+
+    torch.set_num_threads(1)
+    mdist.init(backend="gloo", init_method=f"file://{init_file}", world_size=world, rank=rank,
+               timeout_s=timeout_s)
+
+
+def dense_worker(rank: int, world: int, init_file: str, out_dir: str, A: torch.Tensor,
+                 kwargs: dict) -> None:
+    import mfext
+    from mfext.distributed import row_block
+
+    start(rank, world, init_file)
+    r0, r1 = row_block(A.shape[0], world, rank)
+    result = mfext.factorize(A[r0:r1], **kwargs)
+    torch.save({"W": result.W, "H": result.H, "history": result.loss_history,
+                "n_iter": result.n_iter}, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def mismatch_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import mfext
+
+    start(rank, world, init_file)
+    A = torch.rand(10, 8, dtype=torch.float64)
+    rank_k = 2 if rank == 0 else 3  # the ranks disagree on k
+    try:
+        mfext.factorize(A, rank_k, max_iter=3, seed=0)
+    except RuntimeError as exc:
+        with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
+            f.write(str(exc))
+    dist.destroy_process_group()
+
+
+def dying_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """Rank 1 exits after start-up; rank 0 must fail with a clear error, not hang."""
+    import mfext
+
+    start(rank, world, init_file, timeout_s=20.0)
+    A = torch.rand(64, 32, dtype=torch.float64)
+    if rank == 1:
+        os._exit(0)  # dies without a word
+    t0 = time.monotonic()
+    try:
+        mfext.factorize(A, 4, max_iter=100_000, seed=0, tol=0.0)
+        message = "NO ERROR"
+    except RuntimeError as exc:
+        message = f"{type(exc).__name__}: {exc}"
+    with open(os.path.join(out_dir, "rank0.txt"), "w") as f:
+        f.write(f"{time.monotonic() - t0:.2f}\n{message}")

@@ -1,0 +1,89 @@
+"""Data-parallel training on torch.distributed: real 2-process gloo jobs on loopback."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import mfext
+from mfext.distributed import Communicator, row_block
+import dist_workers
+
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
+
+
+def _spawn(fn, args, world: int, tmp_path, timeout: float = 120.0):
+    init_file = str(tmp_path / "init")
+    ctx = mp.start_processes(fn, args=(world, init_file, str(tmp_path)) + args, nprocs=world,
+                             join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout
+    while not ctx.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"the {world}-process job did not finish in {timeout} s")
+
+
+def test_row_block_partitions_rows():
+    for total in (0, 1, 7, 100):
+        for world in (1, 2, 3, 4):
+            blocks = [row_block(total, world, r) for r in range(world)]
+            assert blocks[0][0] == 0 and blocks[-1][1] == total
+            assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+            assert max(b - a for a, b in blocks) - min(b - a for a, b in blocks) <= 1
+
+
+def test_single_process_communicator_is_a_no_op():
+    comm = Communicator(None)
+    t = torch.ones(3)
+    comm.all_reduce_sum_([t])
+    assert torch.equal(t, torch.ones(3)) and comm.world_size == 1 and comm.rank == 0
+    assert comm.gather_rows(t[:, None]).shape == (3, 1)
+
+
+@pytest.mark.parametrize(
+    "optimizer, kwargs",
+    [
+        ("adam", {"max_iter": 150, "log_every": 10}),
+        ("gd", {"max_iter": 60, "log_every": 5}),
+        ("als", {"max_iter": 15, "reg": 1e-3}),
+        ("als", {"max_iter": 10, "missing": True}),
+    ],
+    ids=["adam", "gd", "als", "als-missing"],
+)
+def test_dense_two_ranks_match_one_process(optimizer, kwargs, tmp_path):
+    gen = torch.Generator().manual_seed(7)
+    A = torch.rand(37, 6, generator=gen, dtype=torch.float64) @ torch.rand(6, 23, generator=gen, dtype=torch.float64)
+    A += 0.01 * torch.randn(A.shape, generator=gen, dtype=torch.float64)
+    kwargs = dict(kwargs)
+    if kwargs.pop("missing", False):
+        A[torch.rand(A.shape, generator=gen) < 0.3] = float("nan")
+    call = dict(rank=5, optimizer=optimizer, seed=3, tol=0.0, distributed=False, **kwargs)
+    single = mfext.factorize(A, **call)
+    call["distributed"] = True
+    _spawn(dist_workers.dense_worker, (A, call), 2, tmp_path)
+    parts = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    W = torch.cat([p["W"] for p in parts])
+    for p in parts:
+        assert torch.allclose(p["H"], single.H, rtol=1e-8, atol=1e-10)
+        assert len(p["history"]) == len(single.loss_history)
+        assert torch.allclose(torch.tensor(p["history"]), torch.tensor(single.loss_history), rtol=1e-9)
+    assert torch.allclose(W, single.W, rtol=1e-8, atol=1e-10)
+
+
+def test_mismatched_ranks_fail_at_start_up(tmp_path):
+    _spawn(dist_workers.mismatch_worker, (), 2, tmp_path)
+    for r in range(2):
+        text = (tmp_path / f"rank{r}.txt").read_text()
+        assert "ranks disagree at start-up: rank is 2 on rank 0 but 3 on rank 1" in text
+
+
+def test_dead_peer_fails_fast_with_clear_error(tmp_path):
+    _spawn(dist_workers.dying_worker, (), 2, tmp_path, timeout=90.0)
+    seconds, message = (tmp_path / "rank0.txt").read_text().split("\n", 1)
+    assert float(seconds) < 60.0
+    assert "mfext.distributed: rank 0 of 2" in message and "failed" in message
