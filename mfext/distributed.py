@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import os
 import pickle
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -28,9 +29,21 @@ __all__ = [
     "init",
     "get_communicator",
     "row_block",
+    "collective_stats",
 ]
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("MFEXT_DIST_TIMEOUT", "60"))
+
+# Time and payload of this process's collectives, for benchmarks (see collective_stats).
+_STATS = {"seconds": 0.0, "bytes": 0, "calls": 0}
+
+
+def collective_stats(reset: bool = False) -> Dict[str, float]:
+    """Seconds spent in, bytes sent to and calls of this process's all-reduces so far."""
+    out = dict(_STATS)
+    if reset:
+        _STATS.update(seconds=0.0, bytes=0, calls=0)
+    return out
 
 
 class DistributedTrainingError(RuntimeError):
@@ -99,10 +112,14 @@ class Communicator:
         if not self.distributed or not tensors:
             return
         flat = torch.cat([t.reshape(-1) for t in tensors])
+        t0 = time.perf_counter()
         try:
             dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
         except Exception as exc:  # gloo raises RuntimeError, NCCL DistBackendError
             raise self._fail(what, exc) from exc
+        _STATS["seconds"] += time.perf_counter() - t0
+        _STATS["bytes"] += flat.numel() * flat.element_size()
+        _STATS["calls"] += 1
         offset = 0
         for t in tensors:
             t.copy_(flat[offset : offset + t.numel()].view_as(t))
