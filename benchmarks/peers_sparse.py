@@ -107,8 +107,6 @@ def implicit_row(train, test, rank: int, iterations: int) -> Optional[dict]:
     ui = csr_matrix((train.vals.numpy().astype(np.float32),
                      (train.rows.numpy(), train.cols.numpy())),
                     shape=(int(train.n_users), int(train.n_items)))
-    model = implicit.als.AlternatingLeastSquares(factors=rank, iterations=iterations,
-                                                 regularization=0.01, random_state=0)
     try:  # implicit asks for a single-threaded BLAS (it parallelizes over users itself)
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -116,6 +114,8 @@ def implicit_row(train, test, rank: int, iterations: int) -> Optional[dict]:
 
         threadpool_limits = lambda *a, **k: contextlib.nullcontext()  # noqa: E731
     with threadpool_limits(1, "blas"):
+        model = implicit.als.AlternatingLeastSquares(factors=rank, iterations=iterations,
+                                                     regularization=0.01, random_state=0)
         t0 = time.perf_counter()
         model.fit(ui, show_progress=False)
         seconds = time.perf_counter() - t0

@@ -31,7 +31,10 @@ def fit_command(ratings_path: str, rank: int, out: str, *, solver: str = "als",
     model = MatrixFactorization(rank=rank, solver=solver, random_state=seed, device=device,
                                 verbose=verbose, **options)
     t0 = time.perf_counter()
-    model.fit(train, validation=test) if test is not None else model.fit(train)
+    if test is not None:
+        model.fit(train, validation=test)
+    else:
+        model.fit(train)
     seconds = time.perf_counter() - t0
     model.save(out)
     summary = {"n_users": int(ratings.n_users), "n_items": int(ratings.n_items),

@@ -87,6 +87,10 @@ def run_bench(args: argparse.Namespace, argv: Optional[List[str]] = None) -> dic
     devices = _devices(args.device)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    load_start = machine.load_average()
+    busy = machine.busy_warning()
+    if busy:
+        print(f"mfext bench: warning: {busy}", file=sys.stderr)
     start = time.perf_counter()
     dtypes = sorted({c.dtype for c in cases})
     ceilings = {d: machine.measure_ceilings(d, [DTYPES[t] for t in dtypes], small=args.smoke)
@@ -102,6 +106,8 @@ def run_bench(args: argparse.Namespace, argv: Optional[List[str]] = None) -> dic
                      "backends": backends, "kind": args.kind, "torch_threads": torch.get_num_threads(),
                      "cases": [c.as_dict() for c in cases]},
         "machine": machine.machine_info(),
+        "load_average_start": load_start,
+        "warnings": [busy] if busy else [],
         "versions": machine.versions(),
         "ceilings": ceilings,
         "rows": rows,

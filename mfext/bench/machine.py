@@ -55,6 +55,24 @@ def _physical_cores() -> Optional[int]:
         return None
 
 
+def load_average() -> Optional[List[float]]:
+    """The 1, 5 and 15 minute load averages (other work competing for the cores)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def busy_warning() -> Optional[str]:
+    """A warning when the 1-minute load exceeds half the logical CPUs, else None."""
+    load, cpus = load_average(), os.cpu_count() or 1
+    if load and load[0] > 0.5 * cpus:
+        return (f"the machine is busy (load average {load[0]:.1f} on {cpus} logical CPUs): "
+                f"timings will be noisy; multi-threaded steps can stall for whole scheduler "
+                f"time slices (try --threads 1, or a quiet machine)")
+    return None
+
+
 def gpu_info() -> List[dict]:
     """Name, memory, compute capability and SM count of each visible CUDA device."""
     if not torch.cuda.is_available():
@@ -80,6 +98,7 @@ def machine_info() -> dict:
         "physical_cores": _physical_cores(),
         "torch_threads": torch.get_num_threads(),
         "memory_bytes": _memory_bytes(),
+        "load_average": load_average(),
         "platform": platform.platform(),
         "gpus": gpu_info(),
     }

@@ -64,7 +64,10 @@ def markdown(results: dict) -> str:
            f"- Machine: {machine_line(results)}",
            f"- Command: `{results['command']}`",
            f"- Date: {results['created']}; grid time {results['seconds']:.1f} s; "
-           f"{results['settings']['repeat']} samples per row", ""]
+           f"{results['settings']['repeat']} samples per row; load average (1, 5, 15 min) "
+           f"{results.get('load_average_start')} at the start, "
+           f"{results['machine'].get('load_average')} at the end", ""]
+    out += [f"- **Warning:** {w}" for w in results.get("warnings", [])]
     for device, c in results["ceilings"].items():
         gemm = ", ".join(f"{d} {g:.1f} GFLOP/s" for d, g in c["gemm_gflops"].items())
         out.append(f"- Ceilings on {device}: GEMM {c['gemm_size']}² {gemm}; "
