@@ -101,11 +101,12 @@ def test_smoke_markdown_and_plots(smoke):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000, name
 
 
+@pytest.mark.slow  # one torch.compile: ~15 s with a cold inductor cache
 def test_compile_backend_is_its_own_row(tmp_path):
-    res = _run_bench(tmp_path, "--smoke", "--sizes", "40x30x4,50x40x4@300",
+    res = _run_bench(tmp_path, "--smoke", "--sizes", "50x40x4@300",
                      "--backends", "autograd,compile", "--repeat", "2", "--no-memory")
     rows = [r for r in res["rows"] if r["backend"] == "compile"]
-    assert [r["kind"] for r in rows] == ["dense", "sparse"]
+    assert [r["kind"] for r in rows] == ["sparse"]
     for r in rows:  # a compile failure is recorded, not raised
         assert r["status"] in ("ok", "error")
         if r["status"] == "ok":

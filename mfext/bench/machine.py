@@ -177,9 +177,8 @@ def measure_ceilings(device: str, dtypes: List[torch.dtype], *, small: bool = Fa
         a = torch.rand(n, n, generator=gen, dtype=dtype).to(device)
         b = torch.rand(n, n, generator=gen, dtype=dtype).to(device)
         c = torch.empty(n, n, dtype=dtype, device=device)
-        t = _best_seconds(lambda: torch.mm(a, b, out=c), device, 3)
+        t = _best_seconds(lambda a=a, b=b, c=c: torch.mm(a, b, out=c), device, 3)
         gemm[str(dtype).replace("torch.", "")] = 2.0 * n ** 3 / t / 1e9
-        del a, b, c
     src = torch.rand(copy_elems, generator=gen).to(device)
     dst = torch.empty_like(src)
     t = _best_seconds(lambda: dst.copy_(src), device, 5)
