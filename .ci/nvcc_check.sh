@@ -9,7 +9,7 @@ status=0
 for cu in csrc/cuda/*.cu; do
   log="$out/$(basename "$cu").log"
   if ! nvcc -c "$cu" -o "$out/$(basename "$cu").o" -std=c++17 -O3 \
-      -gencode=arch=compute_90,code=sm_90 -Icsrc \
+      -gencode=arch=compute_90,code=sm_90 \
       -Werror all-warnings -Xcompiler -Wall,-Werror -Xptxas -v,-warn-spills \
       >"$log" 2>&1; then
     cat "$log"; echo "nvcc check: $cu FAILED"; status=1; continue

@@ -23,9 +23,10 @@
 #include "../math.h"
 #include "kernels.h"
 
-#define MFEXT_RETURN_IF_ERROR(expr)        \
-  do {                                     \
-    const cudaError_t mfext_err_ = (expr); \
+// Variadic so that template arguments' commas need no parentheses.
+#define MFEXT_RETURN_IF_ERROR(...)                \
+  do {                                            \
+    const cudaError_t mfext_err_ = (__VA_ARGS__); \
     if (mfext_err_ != cudaSuccess) return mfext_err_; \
   } while (0)
 
@@ -42,7 +43,7 @@ struct AccType {
   using type = T;
 };
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+__host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // 16-byte vector of T (float4 / double2) for coalesced row loads.
 template <typename T>
@@ -77,13 +78,18 @@ __device__ __forceinline__ void load_vec(const T* __restrict__ p, T (&out)[V]) {
 template <typename T, int V>
 __device__ __forceinline__ void atomic_add_vec(T* p, const T (&x)[V]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if constexpr (V == 4 && sizeof(T) == 4) {
-    atomicAdd(reinterpret_cast<float4*>(p), make_float4(x[0], x[1], x[2], x[3]));
-    return;
-  }
+  constexpr bool kVector = V == 4 && sizeof(T) == 4;
+#else
+  constexpr bool kVector = false;
 #endif
+  if constexpr (kVector) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float4*>(p), make_float4(x[0], x[1], x[2], x[3]));
+#endif
+  } else {
 #pragma unroll
-  for (int i = 0; i < V; ++i) atomicAdd(p + i, x[i]);
+    for (int i = 0; i < V; ++i) atomicAdd(p + i, x[i]);
+  }
 }
 
 template <typename T, int V>

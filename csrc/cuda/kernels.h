@@ -19,7 +19,9 @@
 namespace mfext {
 namespace cuda {
 
-enum class DType : int { f32 = 0, f64 = 1 };
+// f16/bf16 only as the input dtype of the tiled dense path's residual step:
+// every other kernel takes float32 or float64 (the glue computes half types in float32).
+enum class DType : int { f32 = 0, f64 = 1, f16 = 2, bf16 = 3 };
 
 // What the planners need to know about the device (the glue reads it once).
 struct DeviceInfo {
@@ -129,13 +131,15 @@ DensePlan dense_fused_plan(const DenseArgs& args, const DeviceInfo& dev, size_t 
 cudaError_t dense_fused_launch(const DenseArgs& args, const DensePlan& plan, void* workspace,
                                const DeviceInfo& dev, cudaStream_t stream);
 
-// The tiled path's fused residual step on one tile of rows [row0, row0 + rows):
-// R holds W_tile H on entry (acc dtype, contiguous (rows, n)) and 2 weight (WH - A)
-// on exit; the tile's partial losses go to loss_parts[0 : dense_residual_parts()].
+// The tiled path's fused residual step on the rows [row0, row0 + rows) of A:
+// R: (rows, n) contiguous, float32 (float32/f16/bf16 inputs) or float64, holds
+// W_tile H on entry and G = 2 weight (W_tile H - A_tile) on exit. A and weight
+// are read from `args` in args.dtype with their strides; the tile's partial
+// losses go to loss_parts[0 : dense_residual_parts(rows, n, dev)].
 int dense_residual_parts(int64_t rows, int64_t n, const DeviceInfo& dev);
 cudaError_t dense_residual_launch(void* R, const DenseArgs& args, int64_t row0, int64_t rows,
-                                  bool half_input, bool bf16_input, double* loss_parts,
-                                  Status* status, const DeviceInfo& dev, cudaStream_t stream);
+                                  double* loss_parts, Status* status, const DeviceInfo& dev,
+                                  cudaStream_t stream);
 
 // ---------------------------------------------------------------------------
 // Sparse: the loss over observed entries (rows[e], cols[e], vals[e]).
