@@ -323,8 +323,14 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_segment_kernel(SegParams<T
         cur = key;
         target = (key == first_key && head) ? p.part + u * k : p.out + int64_t(key) * k;
         acc.zero();
-        if constexpr (CPL == 0) {  // accumulate in place: this group owns `target`
-          for (int i = lane_g; i < k; i += lanes) target[i] = T(0);
+        if constexpr (CPL == 0) {
+          // Accumulate in place (this group owns `target`); each lane zeroes the
+          // chunks it will add to, so no lane races another.
+#pragma unroll 1
+          for (int ch = lane_g; ch < chunks; ch += lanes) {
+#pragma unroll
+            for (int i = 0; i < V; ++i) target[int64_t(ch) * V + i] = T(0);
+          }
         }
         if constexpr (ROW && CPL > 0) own.load(p.own, key, k, chunks, lane_g, lanes, true);
       }
