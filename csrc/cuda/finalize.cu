@@ -42,6 +42,7 @@ __device__ void report_error(const Status* status, const ErrorContext& ctx, Erro
   mb->position = p;
   mb->value = 0;
   mb->weight = 0.0;
+  mb->has_weight = 0;
   if (kind == kErrRow) {
     mb->value = read_index(ctx.rows, ctx.idx64, p);
     mb->bound = ctx.m;
@@ -55,6 +56,7 @@ __device__ void report_error(const Status* status, const ErrorContext& ctx, Erro
       const long long i = ctx.op == kOpDense ? p / ctx.n : p;
       const long long j = ctx.op == kOpDense ? p % ctx.n : 0;
       mb->weight = static_cast<double>(w[i * ctx.ws0 + j * ctx.ws1]);
+      mb->has_weight = 1;
     }
   }
   __threadfence_system();

@@ -57,7 +57,7 @@ struct ErrorMailbox {
   volatile int ready;  // 1 once the fields below describe an error
   int op;              // OpId
   int kind;            // ErrorKind
-  int pad;
+  int has_weight;      // 1 when `weight` holds the bad weight's value
   long long position;  // entry index (sparse) or i * n + j (dense)
   long long value;     // the bad index value (row/col errors)
   long long bound;     // m (rows) or n (columns); n for dense weights
