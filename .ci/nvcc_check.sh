@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compile every CUDA kernel file for sm_90 with warnings as errors and report
 # register spills. The kernels include no torch headers, so this runs anywhere
-# nvcc does, GPU or not.
+# nvcc does, GPU or not. No -Icsrc: csrc/math.h would shadow the system <math.h>
+# (the kernels include it as "../math.h").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
