@@ -58,8 +58,19 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   });
   module.def("torch_version_built", []() { return std::string(TORCH_VERSION); });
 #ifdef MFEXT_WITH_CUDA
-  module.def("cuda_raise_pending_errors", &mfext::cuda::raise_pending_errors,
-             "Raise the first input error a CUDA kernel reported (host memory read, no sync)");
+  module.def(
+      "cuda_raise_pending_errors",
+      []() {
+        // Raise IndexError / ValueError as the ops do (not pybind11's RuntimeError).
+        try {
+          mfext::cuda::raise_pending_errors();
+        } catch (const c10::IndexError& e) {
+          throw pybind11::index_error(e.what_without_backtrace());
+        } catch (const c10::ValueError& e) {
+          throw pybind11::value_error(e.what_without_backtrace());
+        }
+      },
+      "Raise the first input error a CUDA kernel reported (host memory read, no sync)");
   module.def("_set_cuda_dense_path", &mfext::cuda::set_dense_path,
              "Dense CUDA path: 0 auto, 1 fused, 2 tiled (tests and benchmarks)");
   module.def("_cuda_dense_path", &mfext::cuda::dense_path);
