@@ -233,7 +233,7 @@ __global__ void __launch_bounds__(kThreads) sparse_fast_kernel(FastParams<T, I> 
 // entry, or the sentinel m (n) for an invalid one, which sorts last and is
 // skipped by both passes.
 template <typename T, typename I, typename ID>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     sparse_prepare_kernel(const I* __restrict__ rows, const I* __restrict__ cols,
                           const T* __restrict__ weight, int64_t m, int64_t n, int64_t nnz,
                           uint32_t* __restrict__ rkey, uint32_t* __restrict__ ckey,
