@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compile every CUDA kernel file for sm_90 with warnings as errors and report
 # register spills. The kernels include no torch headers, so this runs anywhere
-# nvcc does, GPU or not.
+# nvcc does, GPU or not. No -Icsrc: csrc/math.h would shadow the system <math.h>
+# (the kernels include it as "../math.h").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
@@ -9,7 +10,7 @@ status=0
 for cu in csrc/cuda/*.cu; do
   log="$out/$(basename "$cu").log"
   if ! nvcc -c "$cu" -o "$out/$(basename "$cu").o" -std=c++17 -O3 \
-      -gencode=arch=compute_90,code=sm_90 -Icsrc \
+      -gencode=arch=compute_90,code=sm_90 \
       -Werror all-warnings -Xcompiler -Wall,-Werror -Xptxas -v,-warn-spills \
       >"$log" 2>&1; then
     cat "$log"; echo "nvcc check: $cu FAILED"; status=1; continue

@@ -8,6 +8,10 @@
 #include <omp.h>
 #endif
 
+#ifdef MFEXT_WITH_CUDA
+#include "cuda/glue.h"
+#endif
+
 TORCH_LIBRARY(mfext, m) {
   // loss = sum(weight * (A - W @ H)^2), grad_W = d loss / d W, grad_H = d loss / d H.
   // A: (m, n), W: (m, k), H: (k, n), weight: (m, n) >= 0 or None (0 = missing entry).
@@ -53,4 +57,22 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
 #endif
   });
   module.def("torch_version_built", []() { return std::string(TORCH_VERSION); });
+#ifdef MFEXT_WITH_CUDA
+  module.def(
+      "cuda_raise_pending_errors",
+      []() {
+        // Raise IndexError / ValueError as the ops do (not pybind11's RuntimeError).
+        try {
+          mfext::cuda::raise_pending_errors();
+        } catch (const c10::IndexError& e) {
+          throw pybind11::index_error(e.what_without_backtrace());
+        } catch (const c10::ValueError& e) {
+          throw pybind11::value_error(e.what_without_backtrace());
+        }
+      },
+      "Raise the first input error a CUDA kernel reported (host memory read, no sync)");
+  module.def("_set_cuda_dense_path", &mfext::cuda::set_dense_path,
+             "Dense CUDA path: 0 auto, 1 fused, 2 tiled (tests and benchmarks)");
+  module.def("_cuda_dense_path", &mfext::cuda::dense_path);
+#endif
 }

@@ -23,7 +23,7 @@ def dense_loss_grad(
 
     Parameters
     ----------
-    A : Tensor, (m, n), float32 or float64
+    A : Tensor, (m, n), float32 or float64 (on CUDA also float16/bfloat16)
     W : Tensor, (m, k), same dtype and device
     H : Tensor, (k, n), same dtype and device
     weight : Tensor, (m, n), optional
@@ -55,7 +55,7 @@ def sparse_loss_grad(
     ----------
     rows, cols : Tensor, (nnz,), int32 or int64 (the same dtype)
         Entry coordinates in an (m, n) matrix; duplicates count each time.
-    vals : Tensor, (nnz,), float32 or float64
+    vals : Tensor, (nnz,), float32 or float64 (on CUDA also float16/bfloat16)
     W : Tensor, (m, k)
     H : Tensor, (k, n)
         Fastest as the ``.t()`` view of a contiguous (n, k) tensor.
@@ -63,9 +63,16 @@ def sparse_loss_grad(
 
     Returns
     -------
-    loss : Tensor, 0-dim
+    loss : Tensor, 0-dim, accumulated in float64
     grad_W : Tensor, (m, k), laid out like ``W``
     grad_H : Tensor, (k, n), laid out like ``H``
+
+    Notes
+    -----
+    On CUDA the gradients are added with atomics (bits may differ between
+    runs) unless ``torch.use_deterministic_algorithms(True)`` is set, and bad
+    indices or weights are reported by the next mfext call or by
+    :func:`mfext.cuda_check_errors` (the op never synchronizes).
     """
     return torch.ops.mfext.sparse_loss_grad.default(rows, cols, vals, W, H, weight)
 

@@ -1,6 +1,7 @@
 """Shared fixtures: the device x dtype matrix, seeds and data paths."""
 from __future__ import annotations
 
+import contextlib
 import os
 import zlib
 from pathlib import Path
@@ -8,7 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import mfext
+# PyTorch refuses cuBLAS calls under torch.use_deterministic_algorithms(True)
+# unless this is set before CUDA starts (the tiled dense path uses cuBLAS).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+import mfext  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available() and mfext.build_info()["cuda"]
 
@@ -57,6 +62,17 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     denom = ref.norm().item()
     diff = (x - ref).norm().item()
     return diff / denom if denom > 0 else diff
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool = True):
+    """torch.use_deterministic_algorithms(enabled) inside the block only."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
 
 
 def movielens_path(name: str) -> Path:

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs the CUDA kernels on the CPU under csrc/cuda/emu/emu.h (every CUDA thread
+# a std::thread, WMMA emulated) with AddressSanitizer and UBSan, against a
+# float64 reference: their index math, bounds, barriers and error paths get
+# tested on machines without a GPU. Pass --quick for a shorter run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+CXX=${CXX:-g++}
+flags=(-std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
+       -fno-sanitize-recover=undefined -pthread -DMFEXT_CUDA_EMU -Wall -Werror
+       -Wno-unknown-pragmas -Wno-unused-function)
+objs=()
+for src in csrc/cuda/*.cu csrc/cuda/emu/emu_test.cpp; do
+  obj="$out/$(basename "$src").o"
+  "$CXX" "${flags[@]}" -x c++ -c "$src" -o "$obj" &
+  objs+=("$obj")
+done
+wait
+"$CXX" "${flags[@]}" "${objs[@]}" -o "$out/emu_test"
+ASAN_OPTIONS=detect_leaks=0 "$out/emu_test" "$@"

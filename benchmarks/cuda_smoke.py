@@ -1,0 +1,95 @@
+"""Runs every CUDA kernel of mfext once on small inputs and checks the results.
+
+Small and quick on purpose: it is what .../gpu_run.sh runs under
+compute-sanitizer (memcheck, racecheck), where every access is instrumented.
+Covers: the fused dense kernel (float32 3xTF32 and 1xTF32, float64, weighted,
+column-major A, several column groups), the tiled path (float32, float16),
+sparse fast and deterministic modes (vector and scalar loads, chunks held in
+registers and re-read, units crossed by long rows), and the bad-input path.
+
+    python benchmarks/cuda_smoke.py
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+import mfext
+from mfext import reference as ref
+from mfext.cuda import dense_path
+
+
+def rel_err(x, y) -> float:
+    x, y = x.detach().double().cpu(), y.detach().double().cpu()
+    d = y.norm().item()
+    return (x - y).norm().item() / (d if d > 0 else 1.0)
+
+
+def check(name, out, expected, tol) -> bool:
+    errs = [rel_err(x, y) for x, y in zip(out, expected)]
+    ok = all(e <= tol for e in errs)
+    print(f"{'ok  ' if ok else 'FAIL'} {name}: " + " ".join(f"{e:.1e}" for e in errs))
+    return ok
+
+
+def main() -> int:
+    torch.manual_seed(0)
+    ok = True
+    dev = "cuda"
+    for dtype, tol in ((torch.float32, 2e-5), (torch.float64, 1e-10)):
+        for (m, n, k, weighted, col_major) in ((130, 200, 16, True, False), (67, 70, 33, False, True), (9, 5, 64, True, False)):
+            A = torch.rand(m, n, dtype=dtype, device=dev)
+            if col_major:
+                A = A.t().contiguous().t()
+            W = torch.rand(m, k, dtype=dtype, device=dev)
+            H = torch.rand(k, n, dtype=dtype, device=dev)
+            w = torch.rand(m, n, dtype=dtype, device=dev) if weighted else None
+            expected = ref.dense_loss_grad(*(t.double().cpu() if t is not None else None for t in (A, W, H, w)))
+            for path in ("fused", "tiled"):
+                with dense_path(path):
+                    out = mfext.dense_loss_grad(A, W, H, w)
+                ok &= check(f"dense {path} {dtype} {m}x{n} k={k}", out, expected, tol)
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    A, W, H = torch.rand(100, 90, device=dev), torch.rand(100, 8, device=dev), torch.rand(8, 90, device=dev)
+    with dense_path("fused"):
+        ok &= check("dense fused 1xTF32", mfext.dense_loss_grad(A, W, H), ref.dense_loss_grad(A.double(), W.double(), H.double()), 1e-2)
+    torch.backends.cuda.matmul.allow_tf32 = prev
+    Ah, Wh, Hh = A.half(), W.half(), H.half()
+    ok &= check("dense tiled float16", mfext.dense_loss_grad(Ah, Wh, Hh), ref.dense_loss_grad(Ah.double(), Wh.double(), Hh.double()), 5e-3)
+
+    for k in (1, 7, 64, 128, 516):
+        m, n, nnz = 300, 40, 3000
+        rows = torch.randint(0, m, (nnz,), device=dev)
+        cols = torch.randint(0, n, (nnz,), device=dev)
+        rows[::3] = 5  # a long row: its entries cross work units
+        vals = torch.rand(nnz, device=dev)
+        W = torch.rand(m, k, device=dev)
+        H = torch.rand(n, k, device=dev).t()
+        w = torch.rand(nnz, device=dev)
+        expected = ref.sparse_loss_grad(rows.cpu(), cols.cpu(), vals.double().cpu(), W.double().cpu(), H.double().cpu(), w.double().cpu())
+        for det in (False, True):
+            torch.use_deterministic_algorithms(det)
+            out = mfext.sparse_loss_grad(rows, cols, vals, W, H, w)
+            torch.use_deterministic_algorithms(False)
+            ok &= check(f"sparse {'det ' if det else 'fast'} k={k}", out, expected, 2e-5)
+
+    rows = torch.tensor([0, 1, 9], device=dev)
+    cols = torch.tensor([0, 1, 1], device=dev)
+    loss, _, _ = mfext.sparse_loss_grad(rows, cols, torch.ones(3, device=dev), torch.ones(4, 2, device=dev), torch.ones(2, 3, device=dev))
+    try:
+        mfext.cuda_check_errors()
+        print("FAIL bad index: no error raised")
+        ok = False
+    except IndexError as exc:
+        good = torch.isnan(loss).item() and "rows[2] = 9" in str(exc)
+        print(f"{'ok  ' if good else 'FAIL'} bad index reported: {str(exc)[:80]}")
+        ok &= good
+    torch.cuda.synchronize()
+    print("cuda_smoke:", "all passed" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,416 @@
+// Runs the CUDA kernels under the CPU emulation (emu.h) against a float64
+// reference: dense fused (float32 3xTF32/1xTF32, float64), the tiled path's
+// residual step, sparse fast and deterministic modes, edge shapes, strided
+// and transposed inputs, and the error path. Built and run by
+// .ci/cuda_emu_check.sh; exits non-zero on the first failure.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <chrono>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../kernels.h"
+
+using namespace mfext::cuda;
+
+namespace {
+
+int failures = 0;
+std::chrono::steady_clock::time_point case_start;
+
+double elapsed() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - case_start).count();
+}
+std::mt19937_64 rng(1234);
+
+double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); }
+
+void check(bool ok, const std::string& what) {
+  if (!ok) {
+    std::printf("FAIL: %s\n", what.c_str());
+    ++failures;
+  }
+}
+
+double rel_err(const std::vector<double>& x, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (std::isnan(x[i])) return INFINITY;
+    num += (x[i] - ref[i]) * (x[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+// 256-byte aligned, poisoned buffer (NaN bytes) for outputs and workspaces.
+struct Buffer {
+  void* p = nullptr;
+  size_t bytes = 0;
+  explicit Buffer(size_t n) : bytes(std::max<size_t>(n, 1)) {
+    p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    std::memset(p, 0xFF, bytes);
+  }
+  ~Buffer() { std::free(p); }
+  Buffer(const Buffer&) = delete;
+  template <typename T>
+  T* as() { return static_cast<T*>(p); }
+};
+
+DeviceInfo device(int sms, size_t smem) {
+  DeviceInfo d;
+  d.sm_count = sms;
+  d.cc_major = 9;
+  d.cc_minor = 0;
+  d.smem_optin = smem;
+  return d;
+}
+
+template <typename T>
+std::vector<double> to_double(const T* p, size_t n) {
+  return std::vector<double>(p, p + n);
+}
+
+// ---------------------------------------------------------------- dense
+
+struct DenseCase {
+  int64_t m, n, k;
+  bool weighted = false;
+  bool transposed_A = false;  // A stored column-major
+  int64_t pad = 0;            // extra row stride of A
+  bool bad_weight = false;
+  int sms = 3;
+  size_t smem = 232448;
+};
+
+template <typename T>
+void dense_case(const DenseCase& c, bool split, bool tiled) {
+  case_start = std::chrono::steady_clock::now();
+  const int64_t m = c.m, n = c.n, k = c.k;
+  const int64_t lda = c.transposed_A ? m : n + c.pad;
+  std::vector<T> A((c.transposed_A ? n * m : m * lda), T(NAN)), W(m * k), H(k * n), wt;
+  auto a_at = [&](int64_t i, int64_t j) -> T& {
+    return c.transposed_A ? A[j * m + i] : A[i * lda + j];
+  };
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) a_at(i, j) = T(uniform(-1, 1));
+  for (auto& x : W) x = T(uniform(-1, 1));
+  for (auto& x : H) x = T(uniform(-1, 1));
+  if (c.weighted) {
+    wt.resize(m * n);
+    for (auto& x : wt) x = uniform(0, 1) < 0.3 ? T(0) : T(uniform(0, 2));
+    // A zero weight masks a NaN target.
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        if (wt[i * n + j] == T(0)) a_at(i, j) = T(NAN);
+    if (c.bad_weight) wt[(m / 2) * n + n / 2] = T(-1);
+  }
+  // float64 reference
+  double loss = 0;
+  std::vector<double> gW(m * k, 0.0), gH(k * n, 0.0);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const double w = c.weighted ? double(wt[i * n + j]) : 1.0;
+      if (w == 0) continue;
+      double p = 0;
+      for (int64_t q = 0; q < k; ++q) p += double(W[i * k + q]) * double(H[q * n + j]);
+      const double r = p - double(a_at(i, j));
+      loss += w * r * r;
+      const double g = 2 * w * r;
+      for (int64_t q = 0; q < k; ++q) {
+        gW[i * k + q] += g * double(H[q * n + j]);
+        gH[q * n + j] += g * double(W[i * k + q]);
+      }
+    }
+
+  Buffer gWb(sizeof(T) * m * k), gHb(sizeof(T) * k * n), lossb(sizeof(T));
+  static ErrorMailbox mailbox;
+  std::memset(&mailbox, 0, sizeof(mailbox));
+  mailbox_rearm_launch(nullptr);
+  DenseArgs a;
+  a.A = A.data();
+  a.sa0 = c.transposed_A ? 1 : lda;
+  a.sa1 = c.transposed_A ? m : 1;
+  a.weight = c.weighted ? wt.data() : nullptr;
+  a.sw0 = n;
+  a.sw1 = 1;
+  a.W = W.data();
+  a.H = H.data();
+  a.m = m;
+  a.n = n;
+  a.k = k;
+  a.dtype = sizeof(T) == 4 ? DType::f32 : DType::f64;
+  a.split_tf32 = split;
+  a.grad_W = gWb.p;
+  a.sgw0 = k;
+  a.sgw1 = 1;
+  a.grad_H = gHb.p;
+  a.sgh0 = n;
+  a.sgh1 = 1;
+  a.loss = lossb.p;
+  a.mailbox = &mailbox;
+  const DeviceInfo dev = device(c.sms, c.smem);
+  char name[256];
+  std::snprintf(name, sizeof(name), "dense %s %s m=%lld n=%lld k=%lld w=%d tA=%d pad=%lld smem=%zu",
+                sizeof(T) == 4 ? (split ? "f32x3" : "f32x1") : "f64", tiled ? "tiled" : "fused",
+                (long long)m, (long long)n, (long long)k, int(c.weighted), int(c.transposed_A),
+                (long long)c.pad, c.smem);
+  if (!tiled) {
+    const DensePlan plan = dense_fused_plan(a, dev, c.smem);
+    if (!plan.supported) {
+      check(false, std::string(name) + ": plan unsupported");
+      return;
+    }
+    Buffer ws(plan.workspace_bytes);
+    const cudaError_t err = dense_fused_launch(a, plan, ws.p, dev, nullptr);
+    check(err == cudaSuccess, std::string(name) + ": launch error");
+    std::printf("  %s: plan pr=%d pc=%d group_tiles=%d smem=%zu\n", name, plan.pr, plan.pc,
+                plan.max_group_col_tiles, plan.smem_bytes);
+  } else {
+    // The glue's loop, with naive products standing in for cuBLAS.
+    const int64_t tile = std::max<int64_t>(1, std::min<int64_t>(m, 37));
+    int64_t tiles = (m + tile - 1) / tile;
+    const int per = dense_residual_parts(tile, n, dev);
+    std::vector<double> parts(size_t(tiles) * per, 0.0);
+    Buffer st(sizeof(Status));
+    status_init(st.as<Status>(), nullptr);
+    std::vector<T> R(tile * n);
+    std::fill(gHb.as<T>(), gHb.as<T>() + k * n, T(0));
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t r0 = t * tile, rows = std::min(tile, m - r0);
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          T s = 0;
+          for (int64_t q = 0; q < k; ++q) s += W[(r0 + i) * k + q] * H[q * n + j];
+          R[i * n + j] = s;
+        }
+      std::fill(parts.begin() + t * per, parts.begin() + (t + 1) * per, 0.0);
+      check(dense_residual_launch(R.data(), a, r0, rows, parts.data() + t * per, st.as<Status>(),
+                                  dev, nullptr) == cudaSuccess,
+            std::string(name) + ": residual launch");
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t q = 0; q < k; ++q) {
+          T s = 0;
+          for (int64_t j = 0; j < n; ++j) s += R[i * n + j] * H[q * n + j];
+          gWb.as<T>()[(r0 + i) * k + q] = s;
+        }
+      for (int64_t q = 0; q < k; ++q)
+        for (int64_t j = 0; j < n; ++j) {
+          T s = 0;
+          for (int64_t i = 0; i < rows; ++i) s += W[(r0 + i) * k + q] * R[i * n + j];
+          gHb.as<T>()[q * n + j] += s;
+        }
+    }
+    ErrorContext ctx;
+    ctx.op = kOpDense;
+    ctx.weight = a.weight;
+    ctx.ws0 = n;
+    ctx.ws1 = 1;
+    ctx.m = m;
+    ctx.n = n;
+    finalize_loss_launch(parts.data(), int64_t(parts.size()), st.as<Status>(), lossb.p, a.dtype,
+                         ctx, &mailbox, nullptr);
+  }
+  const double got_loss = double(*lossb.as<T>());
+  if (c.bad_weight) {
+    check(std::isnan(got_loss), std::string(name) + ": loss must be NaN after a bad weight");
+    check(mailbox.ready == 1 && mailbox.kind == kErrWeight && mailbox.op == kOpDense &&
+              mailbox.position == (m / 2) * n + n / 2 && mailbox.weight == -1.0,
+          std::string(name) + ": mailbox must describe the bad weight");
+    if (!tiled) {
+      bool all_nan = true;
+      for (int64_t i = 0; i < m * k; ++i) all_nan = all_nan && std::isnan(double(gWb.as<T>()[i]));
+      check(all_nan, std::string(name) + ": grad_W must be NaN after a bad weight");
+    }
+    return;
+  }
+  check(mailbox.ready == 0, std::string(name) + ": no error expected");
+  const double tol = sizeof(T) == 8 ? 1e-12 : (split ? 2e-5 : 3e-3);
+  const double el = std::abs(got_loss - loss) / std::max(loss, 1e-300);
+  const double ew = rel_err(to_double(gWb.as<T>(), m * k), gW);
+  const double eh = rel_err(to_double(gHb.as<T>(), k * n), gH);
+  std::printf("  %s: loss %.2e  grad_W %.2e  grad_H %.2e  (%.1f s)\n", name, el, ew, eh, elapsed());
+  check(el <= tol && ew <= tol && eh <= tol, std::string(name) + ": error above tolerance");
+}
+
+// ---------------------------------------------------------------- sparse
+
+struct SparseCase {
+  int64_t m, n, k, nnz;
+  bool weighted = false;
+  bool heavy = false;      // one row and one column with many entries (units cross)
+  bool sorted = false;     // entries grouped by row (row-run accumulation)
+  int64_t bad_row = -1;    // entry to make out of range
+  int64_t bad_col = -1;
+  int sms = 2;
+};
+
+template <typename T, typename I>
+void sparse_case(const SparseCase& c, bool det) {
+  case_start = std::chrono::steady_clock::now();
+  const int64_t m = c.m, n = c.n, k = c.k, nnz = c.nnz;
+  std::vector<I> rows(nnz), cols(nnz);
+  std::vector<T> vals(nnz), W(m * k), Ht(n * k), wt;
+  for (int64_t e = 0; e < nnz; ++e) {
+    rows[e] = I(std::uniform_int_distribution<int64_t>(0, m - 1)(rng));
+    cols[e] = I(std::uniform_int_distribution<int64_t>(0, n - 1)(rng));
+    if (c.heavy && e % 3 == 0) rows[e] = I(m / 2);
+    if (c.heavy && e % 4 == 1) cols[e] = I(n / 3);
+    vals[e] = T(uniform(-1, 1));
+  }
+  if (c.sorted) {
+    std::vector<int64_t> idx(nnz);
+    for (int64_t e = 0; e < nnz; ++e) idx[e] = e;
+    std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return rows[a] < rows[b]; });
+    std::vector<I> r2(nnz), c2(nnz);
+    for (int64_t e = 0; e < nnz; ++e) {
+      r2[e] = rows[idx[e]];
+      c2[e] = cols[idx[e]];
+    }
+    rows = r2;
+    cols = c2;
+  }
+  for (auto& x : W) x = T(uniform(-1, 1));
+  for (auto& x : Ht) x = T(uniform(-1, 1));
+  if (c.weighted) {
+    wt.resize(nnz);
+    for (auto& x : wt) x = uniform(0, 1) < 0.2 ? T(0) : T(uniform(0, 2));
+  }
+  if (c.bad_row >= 0) rows[c.bad_row] = I(m + 3);
+  if (c.bad_col >= 0) cols[c.bad_col] = I(-1);
+  double loss = 0;
+  std::vector<double> gW(m * k, 0.0), gHt(n * k, 0.0);
+  for (int64_t e = 0; e < nnz; ++e) {
+    const int64_t r = rows[e], cl = cols[e];
+    if (r < 0 || r >= m || cl < 0 || cl >= n) continue;
+    const double w = c.weighted ? double(wt[e]) : 1.0;
+    double d = 0;
+    for (int64_t q = 0; q < k; ++q) d += double(W[r * k + q]) * double(Ht[cl * k + q]);
+    const double res = d - double(vals[e]);
+    if (w == 0) continue;
+    loss += w * res * res;
+    for (int64_t q = 0; q < k; ++q) {
+      gW[r * k + q] += 2 * w * res * double(Ht[cl * k + q]);
+      gHt[cl * k + q] += 2 * w * res * double(W[r * k + q]);
+    }
+  }
+  static ErrorMailbox mailbox;
+  std::memset(&mailbox, 0, sizeof(mailbox));
+  mailbox_rearm_launch(nullptr);
+  Buffer gWb(sizeof(T) * m * k), gHb(sizeof(T) * n * k), lossb(sizeof(T));
+  SparseArgs a;
+  a.rows = rows.data();
+  a.cols = cols.data();
+  a.idx64 = sizeof(I) == 8;
+  a.vals = vals.data();
+  a.weight = c.weighted ? wt.data() : nullptr;
+  a.W = W.data();
+  a.Ht = Ht.data();
+  a.m = m;
+  a.n = n;
+  a.k = k;
+  a.nnz = nnz;
+  a.dtype = sizeof(T) == 4 ? DType::f32 : DType::f64;
+  a.grad_W = gWb.p;
+  a.grad_Ht = gHb.p;
+  a.loss = lossb.p;
+  a.mailbox = &mailbox;
+  const DeviceInfo dev = device(c.sms, 232448);
+  Buffer ws(sparse_workspace_bytes(a, det));
+  char name[256];
+  std::snprintf(name, sizeof(name), "sparse %s %s i%d m=%lld n=%lld k=%lld nnz=%lld w=%d heavy=%d sorted=%d",
+                sizeof(T) == 4 ? "f32" : "f64", det ? "det" : "fast", int(sizeof(I) * 8),
+                (long long)m, (long long)n, (long long)k, (long long)nnz, int(c.weighted),
+                int(c.heavy), int(c.sorted));
+  const cudaError_t err = sparse_loss_grad_launch(a, det, ws.p, ws.bytes, dev, nullptr);
+  check(err == cudaSuccess, std::string(name) + ": launch error");
+  const double got = double(*lossb.as<T>());
+  if (c.bad_row >= 0 || c.bad_col >= 0) {
+    const bool row_err = c.bad_row >= 0;
+    check(std::isnan(got), std::string(name) + ": loss must be NaN after a bad index");
+    check(mailbox.ready == 1 && mailbox.kind == (row_err ? kErrRow : kErrCol) &&
+              mailbox.position == (row_err ? c.bad_row : c.bad_col) &&
+              mailbox.value == (row_err ? m + 3 : -1) && mailbox.bound == (row_err ? m : n),
+          std::string(name) + ": mailbox must describe the bad index");
+    bool all_nan = true;
+    for (int64_t i = 0; i < m * k; ++i) all_nan = all_nan && std::isnan(double(gWb.as<T>()[i]));
+    check(all_nan, std::string(name) + ": grad_W must be NaN after a bad index");
+    return;
+  }
+  check(mailbox.ready == 0, std::string(name) + ": no error expected");
+  const double tol = sizeof(T) == 8 ? 1e-12 : 2e-5;
+  const double el = nnz ? std::abs(got - loss) / std::max(loss, 1e-300) : std::abs(got);
+  const double ew = rel_err(to_double(gWb.as<T>(), m * k), gW);
+  const double eh = rel_err(to_double(gHb.as<T>(), n * k), gHt);
+  std::printf("  %s: loss %.2e  grad_W %.2e  grad_H %.2e  (%.1f s)\n", name, el, ew, eh, elapsed());
+  check(el <= tol && ew <= tol && eh <= tol, std::string(name) + ": error above tolerance");
+  if (det) {
+    // Bit-identical on a second run with the blocks in reverse order and another grid.
+    Buffer gW2(sizeof(T) * m * k), gH2(sizeof(T) * n * k), loss2(sizeof(T)), ws2(ws.bytes);
+    a.grad_W = gW2.p;
+    a.grad_Ht = gH2.p;
+    a.loss = loss2.p;
+    setenv("EMU_REVERSE_BLOCKS", "1", 1);
+    sparse_loss_grad_launch(a, det, ws2.p, ws2.bytes, device(c.sms + 3, 232448), nullptr);
+    setenv("EMU_REVERSE_BLOCKS", "0", 1);
+    check(std::memcmp(gW2.p, gWb.p, sizeof(T) * m * k) == 0 &&
+              std::memcmp(gH2.p, gHb.p, sizeof(T) * n * k) == 0 &&
+              std::memcmp(loss2.p, lossb.p, sizeof(T)) == 0,
+          std::string(name) + ": deterministic mode must repeat bit for bit");
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  std::printf("dense, fused:\n");
+  const DenseCase dense_cases[] = {
+      {1, 1, 1},
+      {7, 13, 3, true},
+      {130, 70, 17},                                   // two row tiles, two column tiles
+      {130, 700, 16, true, false, 0, false, 3, 140000},  // small smem: several column groups
+      {67, 131, 33, false, true},                      // column-major A, KP 48
+      {50, 66, 64, true, false, 3},                    // strided rows (scalar loads), KP 64
+      {40, 36, 5, true, false, 0, true},               // bad weight
+  };
+  for (const auto& c : dense_cases) {
+    dense_case<float>(c, true, false);
+    if (!quick) dense_case<float>(c, false, false);
+    // Emulated FP64 fragments are slow: the quick run keeps the small float64 cases.
+    if (!quick || c.m * c.n <= 4000) dense_case<double>(c, false, false);
+  }
+  std::printf("dense, tiled residual step:\n");
+  dense_case<float>({45, 29, 70, true}, true, true);
+  dense_case<double>({80, 17, 3}, false, true);
+  dense_case<double>({20, 9, 4, true, true, 0, true}, false, true);
+
+  std::printf("sparse:\n");
+  const SparseCase sparse_cases[] = {
+      {1, 1, 1, 1},
+      {5, 4, 3, 0},
+      {9, 7, 3, 40, true},
+      {40, 30, 8, 700, false, true},                 // units crossed by heavy rows/columns
+      {60, 50, 16, 900, true, true, true},           // row-sorted
+      {30, 20, 130, 300, true},                      // V=1 (k % 4 != 0), re-read chunks
+      {20, 25, 128, 600, false, true},
+      {16, 12, 516, 200, true},                      // vector chunks, re-read (k > 512)
+      {12, 10, 6, 50, false, false, false, 17, -1},  // bad row
+      {12, 10, 6, 50, true, false, false, -1, 21},   // bad column
+  };
+  for (const auto& c : sparse_cases) {
+    for (bool det : {false, true}) {
+      sparse_case<float, int64_t>(c, det);
+      if (!quick) sparse_case<double, int32_t>(c, det);
+    }
+  }
+  if (failures) {
+    std::printf("emulated CUDA kernels: %d FAILED\n", failures);
+    return 1;
+  }
+  std::printf("emulated CUDA kernels: all checks passed\n");
+  return 0;
+}

@@ -1,0 +1,153 @@
+// The last step of every op: the fixed-order loss reduction, and the
+// sync-free error path (NaN loss and gradients, a description for the host).
+#include <cmath>
+
+#include "common.cuh"
+
+namespace mfext {
+namespace cuda {
+namespace {
+
+// Set by the first loss kernel that reports an error; the host re-arms it
+// (mailbox_rearm_launch) after it has read the mailbox.
+__device__ unsigned int g_mailbox_claimed = 0;
+
+constexpr int kFinalizeThreads = 256;
+
+__device__ long long read_index(const void* p, bool idx64, long long pos) {
+  return idx64 ? static_cast<const long long*>(p)[pos]
+               : static_cast<long long>(static_cast<const int*>(p)[pos]);
+}
+
+template <typename T>
+__device__ void report_error(const Status* status, const ErrorContext& ctx, ErrorMailbox* mb) {
+  int kind = kErrNone;
+  unsigned long long pos = kNoError;
+  // Order of precedence as on the CPU: rows, then columns, then weights.
+  if (status->bad_row != kNoError) {
+    kind = kErrRow;
+    pos = status->bad_row;
+  } else if (status->bad_col != kNoError) {
+    kind = kErrCol;
+    pos = status->bad_col;
+  } else if (status->bad_weight != kNoError) {
+    kind = kErrWeight;
+    pos = status->bad_weight;
+  }
+  if (kind == kErrNone || mb == nullptr) return;
+  if (atomicCAS(&g_mailbox_claimed, 0u, 1u) != 0u) return;  // an earlier error is pending
+  const long long p = static_cast<long long>(pos);
+  mb->op = ctx.op;
+  mb->kind = kind;
+  mb->position = p;
+  mb->value = 0;
+  mb->weight = 0.0;
+  mb->has_weight = 0;
+  if (kind == kErrRow) {
+    mb->value = read_index(ctx.rows, ctx.idx64, p);
+    mb->bound = ctx.m;
+  } else if (kind == kErrCol) {
+    mb->value = read_index(ctx.cols, ctx.idx64, p);
+    mb->bound = ctx.n;
+  } else {
+    mb->bound = ctx.n;
+    const T* w = static_cast<const T*>(ctx.weight);
+    if (w != nullptr) {
+      const long long i = ctx.op == kOpDense ? p / ctx.n : p;
+      const long long j = ctx.op == kOpDense ? p % ctx.n : 0;
+      mb->weight = static_cast<double>(w[i * ctx.ws0 + j * ctx.ws1]);
+      mb->has_weight = 1;
+    }
+  }
+  __threadfence_system();
+  mb->ready = 1;
+  __threadfence_system();
+}
+
+// One block: each thread sums a strided subset in order, then a fixed tree.
+template <typename T>
+__global__ void __launch_bounds__(kFinalizeThreads)
+    finalize_loss_kernel(const double* __restrict__ parts, int64_t count,
+                         const Status* __restrict__ status, T* __restrict__ loss,
+                         ErrorContext ctx, ErrorMailbox* mailbox) {
+  MFEXT_DYNAMIC_SMEM(smem_raw);
+  double* scratch = reinterpret_cast<double*>(smem_raw);
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) s += parts[i];
+  const double total = block_sum(s, scratch);
+  if (threadIdx.x == 0) {
+    const bool bad = status->bad_row != kNoError || status->bad_col != kNoError ||
+                     status->bad_weight != kNoError;
+    if (bad) {
+      *loss = static_cast<T>(NAN);
+      report_error<T>(status, ctx, mailbox);
+    } else {
+      *loss = static_cast<T>(total);
+    }
+  }
+}
+
+template <typename T>
+__global__ void poison_on_error_kernel(const Status* __restrict__ status, T* __restrict__ data,
+                                       int64_t count) {
+  const bool bad = status->bad_row != kNoError || status->bad_col != kNoError ||
+                   status->bad_weight != kNoError;
+  if (!bad) return;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += stride) {
+    data[i] = static_cast<T>(NAN);
+  }
+}
+
+__global__ void mailbox_rearm_kernel(unsigned value) { g_mailbox_claimed = value; }
+
+}  // namespace
+
+cudaError_t status_init(Status* status, cudaStream_t stream) {
+  return cudaMemsetAsync(status, 0x7F, sizeof(Status), stream);
+}
+
+cudaError_t finalize_loss_launch(const double* parts, int64_t count, const Status* status,
+                                 void* loss, DType dtype, const ErrorContext& ctx,
+                                 ErrorMailbox* mailbox, cudaStream_t stream) {
+  const size_t smem = sizeof(double) * (kFinalizeThreads / kWarp);
+  if (dtype == DType::f32) {
+    auto kernel = finalize_loss_kernel<float>;
+    MFEXT_LAUNCH(kernel, 1, kFinalizeThreads, smem, stream, parts, count, status,
+                 static_cast<float*>(loss), ctx, mailbox);
+  } else {
+    auto kernel = finalize_loss_kernel<double>;
+    MFEXT_LAUNCH(kernel, 1, kFinalizeThreads, smem, stream, parts, count, status,
+                 static_cast<double*>(loss), ctx, mailbox);
+  }
+  MFEXT_LAUNCH_CHECK();
+  return cudaSuccess;
+}
+
+cudaError_t poison_on_error_launch(const Status* status, void* data, int64_t count, DType dtype,
+                                   int sm_count, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  const int threads = 256;
+  const int64_t want = ceil_div(count, threads);
+  const unsigned blocks = static_cast<unsigned>(want < 2LL * sm_count ? want : 2LL * sm_count);
+  if (dtype == DType::f32) {
+    auto kernel = poison_on_error_kernel<float>;
+    MFEXT_LAUNCH(kernel, blocks, threads, 0, stream, status, static_cast<float*>(data), count);
+  } else {
+    auto kernel = poison_on_error_kernel<double>;
+    MFEXT_LAUNCH(kernel, blocks, threads, 0, stream, status, static_cast<double*>(data), count);
+  }
+  MFEXT_LAUNCH_CHECK();
+  return cudaSuccess;
+}
+
+cudaError_t mailbox_rearm_launch(cudaStream_t stream) {
+  auto kernel = mailbox_rearm_kernel;
+  MFEXT_LAUNCH(kernel, 1, 32, 0, stream, 0u);
+  MFEXT_LAUNCH_CHECK();
+  return cudaSuccess;
+}
+
+}  // namespace cuda
+}  // namespace mfext
