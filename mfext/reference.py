@@ -100,7 +100,7 @@ def reference_factorize(
         loss.backward()
         opt.step()
         if log_every and it % log_every == 0:
-            history.append(float(loss))
+            history.append(loss.item())
     with torch.no_grad():
         history.append(float(F.mse_loss(W @ H, A)))
     return ReferenceResult(W.detach(), H.detach(), history, time.perf_counter() - start)

@@ -173,7 +173,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_loss_grad_cpu(
   }
   if (!gW.is_same(grad_W)) grad_W.copy_(gW);
   if (!gH.is_same(grad_H)) grad_H.copy_(gH);
-  return {at::scalar_tensor(loss, A.options()), grad_W, grad_H};
+  // Through a float64 tensor: a loss beyond float32's range becomes Inf, not an error.
+  return {at::scalar_tensor(loss, A.options().dtype(at::kDouble)).to(A.scalar_type()), grad_W,
+          grad_H};
 }
 
 }  // namespace

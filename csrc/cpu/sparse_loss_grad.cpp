@@ -1,18 +1,21 @@
 // Fused sparse loss and gradients on the CPU, over observed entries only.
 //
-// Entries are visited grouped by row (a stable counting sort, skipped when the
-// rows are already sorted, as in CSR or MovieLens order). The rows are split
-// into one chunk per thread, balanced by entry count; for row i a chunk computes
-//   r_e = w_i . h_c - v_e,  loss += weight_e r_e^2,  g_e = 2 weight_e r_e
-//   grad_W[i] = sum_e g_e h_c          (owned by the chunk: no races)
-//   grad_H^T[c] += g_e w_i             (into the chunk's own partial)
-// and the partials are summed in chunk order. When chunks * n * k partials would
-// cost more than the entries themselves, grad_H instead comes from a second,
-// column-ordered pass over the kept g_e. Either way no update is lost and the
-// results are identical from run to run for the same inputs and thread count.
-// H is read as H^T, an (n, k) row-major array: when H is the .t() view of a
-// contiguous (n, k) tensor (the fast layout) no copy is made, and grad_H is
-// written in that layout too.
+// Per entry e = (i, c, v):  r = w_i . h_c - v,  loss += weight r^2,  g = 2 weight r,
+//   grad_W[i] += g h_c,  grad_H^T[c] += g w_i.
+// No update may be lost and results must repeat exactly, so every output row has
+// one writer per chunk of work (one chunk per thread), and chunk partials are
+// summed in chunk order:
+//   - rows sorted (CSR order, as MovieLens files are): chunks own whole rows, so
+//     grad_W[i] is summed in registers and written once; grad_H^T goes to a
+//     per-chunk partial;
+//   - rows unsorted, partials affordable: chunks own ranges of entries and keep
+//     partials of both gradients (no sort at all);
+//   - otherwise: a stable counting sort by row, then the row-owned pass, and
+//     grad_H from a second, column-ordered pass over the kept g_e.
+// The results depend only on the inputs and the thread count. Scratch memory
+// comes from the torch allocator. H is read as H^T, an (n, k) row-major array:
+// when H is the .t() view of a contiguous (n, k) tensor (the fast layout) no copy
+// is made, and grad_H is written in that layout too.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -81,7 +84,7 @@ std::vector<int64_t> balanced_row_chunks(const std::vector<int64_t>& offsets, in
 template <typename scalar_t, typename index_t, int K>
 double row_pass(const SparseArgs<scalar_t>& a, const index_t* cols,
                 const cpu::BucketOrder& by_row, bool identity_order,
-                std::vector<scalar_t>* entry_grad,  // (nnz,) or null: keep g_e for a column pass
+                scalar_t* entry_grad,               // (nnz,) or null: keep g_e for a column pass
                 scalar_t* partials,                 // (n_chunks - 1, n, k) or null
                 int64_t n_chunks, bool* bad_weight) {
   const Rank<K> rank{a.k};
@@ -117,7 +120,7 @@ double row_pass(const SparseArgs<scalar_t>& a, const index_t* cols,
           if (gHt != nullptr) {
             axpy(gHt + col * k, g, w_i, rank);
           } else {
-            (*entry_grad)[e] = g;
+            entry_grad[e] = g;
           }
         }
         std::copy(acc.begin(), acc.end(), a.grad_W + i * k);
@@ -134,10 +137,69 @@ double row_pass(const SparseArgs<scalar_t>& a, const index_t* cols,
   return loss;
 }
 
+// Entries in their given order, split into equal ranges, one per chunk. Chunk c
+// accumulates into grad_W/grad_H^T (c == 0) or into its own partials.
+template <typename scalar_t, typename index_t, int K>
+double entry_pass(const SparseArgs<scalar_t>& a, const index_t* rows, const index_t* cols,
+                  scalar_t* partials,  // (n_chunks - 1, m + n, k): grad_W rows, then grad_H^T rows
+                  int64_t n_chunks, bool* bad_weight) {
+  const Rank<K> rank{a.k};
+  const int64_t k = rank.get();
+  std::vector<double> chunk_loss(n_chunks, 0.0);
+  std::vector<char> chunk_bad(n_chunks, 0);
+  at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      scalar_t* gW = c == 0 ? a.grad_W : partials + (c - 1) * (a.m + a.n) * k;
+      scalar_t* gHt = c == 0 ? a.grad_Ht : gW + a.m * k;
+      double loss = 0.0;
+      bool bad = false;
+      for (int64_t e = a.nnz * c / n_chunks, end = a.nnz * (c + 1) / n_chunks; e < end; ++e) {
+        const int64_t i = static_cast<int64_t>(rows[e]), col = static_cast<int64_t>(cols[e]);
+        const scalar_t* w_i = a.W + i * k;
+        const scalar_t* h_c = a.Ht + col * k;
+        const scalar_t r = dot(w_i, h_c, rank) - a.vals[e];
+        scalar_t g;
+        if (a.weight == nullptr) {
+          loss += math::square<double>(r);
+          g = math::unit_residual_grad(r);
+        } else {
+          bad |= !math::valid_weight(a.weight[e]);
+          loss += math::weighted_square<double>(r, a.weight[e]);
+          g = math::residual_grad(r, a.weight[e]);
+        }
+        axpy(gW + i * k, g, h_c, rank);
+        axpy(gHt + col * k, g, w_i, rank);
+      }
+      chunk_loss[c] = loss;
+      chunk_bad[c] = bad;
+    }
+  });
+  double loss = 0.0;
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    loss += chunk_loss[c];
+    *bad_weight |= chunk_bad[c] != 0;
+  }
+  return loss;
+}
+
+// out[p] += sum over chunks of parts[c][p], chunks in order; parallel over p.
+template <typename scalar_t>
+void add_partials(scalar_t* out, const scalar_t* parts, int64_t n_parts, int64_t part_stride,
+                  int64_t len) {
+  at::parallel_for(0, len, 4096, [&](int64_t p0, int64_t p1) {
+    for (int64_t c = 0; c < n_parts; ++c) {
+      const scalar_t* part = parts + c * part_stride;
+#pragma omp simd
+      for (int64_t p = p0; p < p1; ++p) out[p] += part[p];
+    }
+  });
+}
+
 // grad_H^T[j] = sum over entries e of column j of g_e * W[rows[e]], in entry order.
 template <typename scalar_t, typename index_t, int K>
 void column_pass(const SparseArgs<scalar_t>& a, const index_t* rows,
-                 const std::vector<scalar_t>& entry_grad, const cpu::BucketOrder& by_col) {
+                 const scalar_t* entry_grad,  // (nnz,)
+                 const cpu::BucketOrder& by_col) {
   const Rank<K> rank{a.k};
   const int64_t k = rank.get();
   at::parallel_for(0, a.n, 64, [&](int64_t j0, int64_t j1) {
@@ -154,41 +216,45 @@ void column_pass(const SparseArgs<scalar_t>& a, const index_t* rows,
 
 template <typename scalar_t, typename index_t, int K>
 double sparse_loss_grad_kernel(const index_t* rows, const index_t* cols,  // (nnz,)
-                               const SparseArgs<scalar_t>& a) {
-  int64_t bad = -1;
-  bool rows_sorted = true;
-  cpu::BucketOrder by_row = cpu::bucket_offsets_if_sorted(rows, a.nnz, a.m, &bad, &rows_sorted);
-  if (bad < 0 && !rows_sorted) by_row = cpu::stable_bucket_order(rows, a.nnz, a.m, &bad);
-  TORCH_CHECK_INDEX(bad < 0, kOp, ": rows[", bad, "] = ", bad >= 0 ? int64_t(rows[bad]) : 0,
-                    " is out of range for W with ", a.m, " rows");
-  bad = cpu::first_out_of_range(cols, a.nnz, a.n);
+                               const SparseArgs<scalar_t>& a, const at::TensorOptions& opts) {
+  int64_t bad = cpu::first_out_of_range(cols, a.nnz, a.n);
   TORCH_CHECK_INDEX(bad < 0, kOp, ": cols[", bad, "] = ", bad >= 0 ? int64_t(cols[bad]) : 0,
                     " is out of range for H with ", a.n, " columns");
+  bool rows_sorted = true;
+  cpu::BucketOrder by_row = cpu::bucket_offsets_if_sorted(rows, a.nnz, a.m, &bad, &rows_sorted);
+  TORCH_CHECK_INDEX(bad < 0, kOp, ": rows[", bad, "] = ", bad >= 0 ? int64_t(rows[bad]) : 0,
+                    " is out of range for W with ", a.m, " rows");
 
   const int64_t n_chunks =
       std::max<int64_t>(1, std::min<int64_t>({at::get_num_threads(), a.m, a.nnz / 4096 + 1}));
-  // Per-chunk grad_H partials unless they would outweigh the entries themselves.
-  const bool use_partials = (n_chunks - 1) * a.n * a.k <= std::max<int64_t>(a.nnz * 4, 1 << 22);
+  // Partials are affordable while they cost no more than the entries themselves.
+  const int64_t budget = std::max<int64_t>(a.nnz * 4, 1 << 22);
+  const int64_t k = a.k;
   bool bad_weight = false;
   double loss;
-  if (use_partials) {
-    std::vector<scalar_t> partials(std::max<int64_t>(0, (n_chunks - 1) * a.n * a.k), scalar_t(0));
-    std::fill(a.grad_Ht, a.grad_Ht + a.n * a.k, scalar_t(0));
-    loss = row_pass<scalar_t, index_t, K>(a, cols, by_row, rows_sorted, nullptr, partials.data(),
-                                          n_chunks, &bad_weight);
-    // Fixed-order sum of the partials, parallel over the entries of grad_H.
-    at::parallel_for(0, a.n * a.k, 4096, [&](int64_t p0, int64_t p1) {
-      for (int64_t c = 1; c < n_chunks; ++c) {
-        const scalar_t* part = partials.data() + (c - 1) * a.n * a.k;
-        for (int64_t p = p0; p < p1; ++p) a.grad_Ht[p] += part[p];
-      }
-    });
+  std::fill(a.grad_Ht, a.grad_Ht + a.n * k, scalar_t(0));
+  if (rows_sorted && (n_chunks - 1) * a.n * k <= budget) {
+    at::Tensor partials = at::zeros({std::max<int64_t>(0, (n_chunks - 1) * a.n * k)}, opts);
+    loss = row_pass<scalar_t, index_t, K>(a, cols, by_row, true, nullptr,
+                                          partials.data_ptr<scalar_t>(), n_chunks, &bad_weight);
+    add_partials(a.grad_Ht, partials.data_ptr<scalar_t>(), n_chunks - 1, a.n * k, a.n * k);
+  } else if (!rows_sorted && (n_chunks - 1) * (a.m + a.n) * k <= budget) {
+    const int64_t stride = (a.m + a.n) * k;
+    at::Tensor partials = at::zeros({std::max<int64_t>(0, (n_chunks - 1) * stride)}, opts);
+    std::fill(a.grad_W, a.grad_W + a.m * k, scalar_t(0));
+    loss = entry_pass<scalar_t, index_t, K>(a, rows, cols, partials.data_ptr<scalar_t>(),
+                                            n_chunks, &bad_weight);
+    scalar_t* parts = partials.data_ptr<scalar_t>();
+    add_partials(a.grad_W, parts, n_chunks - 1, stride, a.m * k);
+    add_partials(a.grad_Ht, parts + a.m * k, n_chunks - 1, stride, a.n * k);
   } else {
-    std::vector<scalar_t> entry_grad(a.nnz);
-    loss = row_pass<scalar_t, index_t, K>(a, cols, by_row, rows_sorted, &entry_grad, nullptr,
-                                          n_chunks, &bad_weight);
+    if (!rows_sorted) by_row = cpu::stable_bucket_order(rows, a.nnz, a.m, &bad);
+    at::Tensor entry_grad = at::empty({a.nnz}, opts);  // g_e, for the column pass
+    loss = row_pass<scalar_t, index_t, K>(a, cols, by_row, rows_sorted,
+                                          entry_grad.data_ptr<scalar_t>(), nullptr, n_chunks,
+                                          &bad_weight);
     const cpu::BucketOrder by_col = cpu::stable_bucket_order(cols, a.nnz, a.n, &bad);
-    column_pass<scalar_t, index_t, K>(a, rows, entry_grad, by_col);
+    column_pass<scalar_t, index_t, K>(a, rows, entry_grad.data_ptr<scalar_t>(), by_col);
   }
   TORCH_CHECK_VALUE(!bad_weight, kOp,
                     ": argument 'weight' must be finite and non-negative; found a negative, "
@@ -197,14 +263,15 @@ double sparse_loss_grad_kernel(const index_t* rows, const index_t* cols,  // (nn
 }
 
 template <typename scalar_t, typename index_t>
-double dispatch_rank(const index_t* rows, const index_t* cols, const SparseArgs<scalar_t>& a) {
+double dispatch_rank(const index_t* rows, const index_t* cols, const SparseArgs<scalar_t>& a,
+                     const at::TensorOptions& opts) {
   switch (a.k) {
-    case 8: return sparse_loss_grad_kernel<scalar_t, index_t, 8>(rows, cols, a);
-    case 16: return sparse_loss_grad_kernel<scalar_t, index_t, 16>(rows, cols, a);
-    case 32: return sparse_loss_grad_kernel<scalar_t, index_t, 32>(rows, cols, a);
-    case 64: return sparse_loss_grad_kernel<scalar_t, index_t, 64>(rows, cols, a);
-    case 128: return sparse_loss_grad_kernel<scalar_t, index_t, 128>(rows, cols, a);
-    default: return sparse_loss_grad_kernel<scalar_t, index_t, 0>(rows, cols, a);
+    case 8: return sparse_loss_grad_kernel<scalar_t, index_t, 8>(rows, cols, a, opts);
+    case 16: return sparse_loss_grad_kernel<scalar_t, index_t, 16>(rows, cols, a, opts);
+    case 32: return sparse_loss_grad_kernel<scalar_t, index_t, 32>(rows, cols, a, opts);
+    case 64: return sparse_loss_grad_kernel<scalar_t, index_t, 64>(rows, cols, a, opts);
+    case 128: return sparse_loss_grad_kernel<scalar_t, index_t, 128>(rows, cols, a, opts);
+    default: return sparse_loss_grad_kernel<scalar_t, index_t, 0>(rows, cols, a, opts);
   }
 }
 
@@ -238,12 +305,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_loss_grad_cpu(
         gHt.data_ptr<scalar_t>()};
     AT_DISPATCH_INDEX_TYPES(rows.scalar_type(), "sparse_loss_grad_cpu_index", [&] {
       loss = dispatch_rank<scalar_t, index_t>(rows_c.const_data_ptr<index_t>(),
-                                              cols_c.const_data_ptr<index_t>(), args);
+                                              cols_c.const_data_ptr<index_t>(), args,
+                                              W.options());
     });
   });
   if (!gW.is_same(grad_W)) grad_W.copy_(gW);
   if (!grad_H_is_transposed) grad_H.copy_(gHt.t());
-  return {at::scalar_tensor(loss, vals.options()), grad_W, grad_H};
+  // Through a float64 tensor: a loss beyond float32's range becomes Inf, not an error.
+  return {at::scalar_tensor(loss, vals.options().dtype(at::kDouble)).to(vals.scalar_type()),
+          grad_W, grad_H};
 }
 
 }  // namespace
