@@ -30,6 +30,8 @@ __all__ = [
     "get_communicator",
     "row_block",
     "collective_stats",
+    "save_checkpoint",
+    "load_checkpoint",
 ]
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("MFEXT_DIST_TIMEOUT", "60"))
@@ -206,6 +208,59 @@ def _plain(value: Any) -> Any:
         return value
     except Exception:
         return repr(value)
+
+
+def save_checkpoint(path: "os.PathLike[str] | str", W: Tensor, H: Tensor,
+                    comm: Optional[Communicator] = None, **extra: Any) -> None:
+    """Write the factors of a data-parallel run to one file, from rank 0.
+
+    Every rank passes its rows of W (m_local, k) and the replicated H (k, n); rank 0
+    writes ``{"W": all rows, "H": H, **extra}`` atomically (a temporary file, then
+    a rename) with ``torch.save``, loadable with ``weights_only=True``. The file
+    does not depend on the world size that wrote it.
+    """
+    comm = comm if comm is not None else get_communicator()
+    W_all = comm.gather_rows(W.detach().cpu(), "checkpoint gather")
+    if comm.rank == 0:
+        path = os.fspath(path)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        torch.save({"W": W_all, "H": H.detach().cpu().contiguous(), **extra}, tmp)
+        os.replace(tmp, path)
+    if comm.distributed:
+        comm.all_gather_objects(None, "checkpoint barrier")
+
+
+def load_checkpoint(path: "os.PathLike[str] | str", local_rows: Optional[int] = None,
+                    comm: Optional[Communicator] = None) -> Dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`, on any world size.
+
+    Parameters
+    ----------
+    path : the file.
+    local_rows : this rank's row count; with it, ``W`` is cut to this rank's rows
+        (row blocks in rank order), else the full W is returned (pass it as
+        ``init=(W, H)`` to :func:`mfext.factorize`, which keeps each rank's rows).
+
+    Returns
+    -------
+    dict with ``W`` (m_local or m, k), ``H`` (k, n) and the extra entries.
+    """
+    try:
+        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"mfext.distributed: {path} is not a readable mfext checkpoint ({exc})") from exc
+    if not isinstance(state, dict) or not {"W", "H"} <= set(state):
+        raise ValueError(f"mfext.distributed: {path} holds no factors W and H")
+    if local_rows is not None:
+        comm = comm if comm is not None else get_communicator()
+        row0, m_total = comm.row_offset(local_rows)
+        if m_total != state["W"].shape[0]:
+            raise ValueError(
+                f"mfext.distributed: the ranks hold {m_total} rows but the checkpoint has "
+                f"{state['W'].shape[0]}"
+            )
+        state["W"] = state["W"][row0:row0 + local_rows].clone()
+    return state
 
 
 def get_communicator(distributed: Optional[bool] = None) -> Communicator:

@@ -59,3 +59,22 @@ def dying_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         message = f"{type(exc).__name__}: {exc}"
     with open(os.path.join(out_dir, "rank0.txt"), "w") as f:
         f.write(f"{time.monotonic() - t0:.2f}\n{message}")
+
+
+def checkpoint_worker(rank: int, world: int, init_file: str, out_dir: str, A: torch.Tensor,
+                      kwargs: dict, phase: str) -> None:
+    """phase "save": train, then checkpoint; phase "resume": resume from it and finish."""
+    import mfext
+    from mfext.distributed import load_checkpoint, row_block, save_checkpoint
+
+    start(rank, world, init_file)
+    r0, r1 = row_block(A.shape[0], world, rank)
+    path = os.path.join(out_dir, "checkpoint.pt")
+    if phase == "save":
+        result = mfext.factorize(A[r0:r1], **kwargs)
+        save_checkpoint(path, result.W, result.H, iteration=result.n_iter)
+    else:
+        state = load_checkpoint(path)
+        result = mfext.factorize(A[r0:r1], init=(state["W"], state["H"]), **kwargs)
+        torch.save({"W": result.W, "H": result.H}, os.path.join(out_dir, f"resumed{rank}.pt"))
+    dist.destroy_process_group()

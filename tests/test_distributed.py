@@ -87,3 +87,18 @@ def test_dead_peer_fails_fast_with_clear_error(tmp_path):
     seconds, message = (tmp_path / "rank0.txt").read_text().split("\n", 1)
     assert float(seconds) < 60.0
     assert "mfext.distributed: rank 0 of 2" in message and "failed" in message
+
+
+@pytest.mark.parametrize("save_world, resume_world", [(2, 1), (1, 2)])
+def test_checkpoint_resumes_on_another_world_size(save_world, resume_world, tmp_path):
+    """ALS for 4 + 4 iterations across a checkpoint equals 8 uninterrupted ones."""
+    gen = torch.Generator().manual_seed(11)
+    A = torch.rand(21, 4, generator=gen, dtype=torch.float64) @ torch.rand(4, 13, generator=gen, dtype=torch.float64)
+    kwargs = dict(rank=3, optimizer="als", tol=0.0, seed=5, reg=1e-3, distributed=True)
+    _spawn(dist_workers.checkpoint_worker, (A, dict(kwargs, max_iter=4), "save"), save_world, tmp_path)
+    _spawn(dist_workers.checkpoint_worker, (A, dict(kwargs, max_iter=4), "resume"), resume_world, tmp_path)
+    W = torch.cat([torch.load(tmp_path / f"resumed{r}.pt", weights_only=True)["W"] for r in range(resume_world)])
+    H = torch.load(tmp_path / "resumed0.pt", weights_only=True)["H"]
+    straight = mfext.factorize(A, **dict(kwargs, max_iter=8, distributed=False))
+    assert torch.allclose(W, straight.W, rtol=1e-8, atol=1e-10)
+    assert torch.allclose(H, straight.H, rtol=1e-8, atol=1e-10)
