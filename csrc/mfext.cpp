@@ -44,6 +44,9 @@ TORCH_LIBRARY(mfext, m) {
   m.def(
       "als_solve(Tensor indptr, Tensor indices, Tensor vals, Tensor F, Tensor? col_offset, "
       "Tensor reg_diag, float count_exponent) -> Tensor");
+  // Internal: out[e] = W[rows[e]] . H_t[cols[e]]. rows, cols: (nnz,) int32/int64,
+  // W: (m, k), H_t: (n, k). Returns (nnz,).
+  m.def("_sparse_dot(Tensor rows, Tensor cols, Tensor W, Tensor H_t) -> Tensor");
 }
 
 namespace {

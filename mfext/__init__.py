@@ -5,6 +5,8 @@
 from ._library import build_info
 from .factorize import FactorizeResult, factorize
 from .ops import dense_loss, dense_loss_grad, sparse_loss, sparse_loss_grad
+from . import datasets
+from .estimator import MatrixFactorization
 
 __version__ = "0.1.0"
 
@@ -16,4 +18,6 @@ __all__ = [
     "sparse_loss_grad",
     "factorize",
     "FactorizeResult",
+    "MatrixFactorization",
+    "datasets",
 ]

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from . import _library  # noqa: F401  (loads the compiled ops)
 
-__all__ = ["sgd_epoch_", "als_normal_equations", "als_solve"]
+__all__ = ["sgd_epoch_", "als_normal_equations", "als_solve", "sparse_dot"]
 
 
 def sgd_epoch_(
@@ -125,6 +125,21 @@ def als_solve(
         indptr, indices, vals, F, col_offset, reg_diag, float(count_exponent))
 
 
+def sparse_dot(rows: Tensor, cols: Tensor, W: Tensor, H_t: Tensor) -> Tensor:
+    """``out[e] = W[rows[e]] . H_t[cols[e]]`` without (nnz, k) temporaries (internal op).
+
+    Parameters
+    ----------
+    rows, cols : Tensor, (nnz,), int32 or int64 (the same dtype)
+    W : Tensor, (m, k); H_t : Tensor, (n, k), same float dtype
+
+    Returns
+    -------
+    Tensor, (nnz,), dtype of W
+    """
+    return torch.ops.mfext._sparse_dot.default(rows, cols, W, H_t)
+
+
 # --------------------------------------------------------------------------- fake kernels
 
 
@@ -172,3 +187,12 @@ def _als_normal_equations_fake(indptr, indices, vals, F, col_offset, reg_diag, c
 def _als_solve_fake(indptr, indices, vals, F, col_offset, reg_diag, count_exponent):
     _als_fake_checks("als_solve", indptr, indices, vals, F, col_offset, reg_diag)
     return F.new_empty((indptr.shape[0] - 1, F.shape[1]))
+
+
+@torch.library.register_fake("mfext::_sparse_dot")
+def _sparse_dot_fake(rows, cols, W, H_t):
+    _same_device("_sparse_dot", rows=rows, cols=cols, W=W, H_t=H_t)
+    torch._check(W.dim() == 2 and H_t.dim() == 2 and W.shape[1] == H_t.shape[1],
+                 lambda: "W (m, k) and H_t (n, k) must be 2-D and agree on k")
+    torch._check(rows.dim() == 1 and cols.dim() == 1, lambda: "rows and cols must be 1-D")
+    return W.new_empty((rows.shape[0],))

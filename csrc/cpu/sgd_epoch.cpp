@@ -32,15 +32,11 @@
 
 #include <cmath>
 #include <optional>
-#include <type_traits>
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
 #include "../checks.h"
 #include "../math.h"
 #include "index_range.h"
+#include "vec_dot.h"
 
 namespace mfext {
 namespace {
@@ -69,38 +65,6 @@ inline void prefetch_row(const scalar_t* row, int64_t k) {
   for (int64_t b = 0; b < k * int64_t(sizeof(scalar_t)); b += 64) __builtin_prefetch(p + b, 1, 3);
 }
 
-// w . h over k coordinates. The generic loop leaves the final horizontal sum to
-// the compiler, which (without -ffast-math) adds the lanes one by one: a
-// 16-add dependency chain per entry. With AVX-512 and a rank that is a multiple
-// of the vector width, two accumulators and a shuffle-tree reduction are used.
-template <int K, typename scalar_t>
-inline scalar_t dot(const scalar_t* __restrict w, const scalar_t* __restrict h, int64_t k) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<scalar_t, float> && K > 0 && K % 16 == 0) {
-    __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(w), _mm512_loadu_ps(h));
-    __m512 a1 = _mm512_setzero_ps();
-    for (int q = 16; q < K; q += 32) {
-      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + q), _mm512_loadu_ps(h + q), a1);
-      if (q + 16 < K) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + q + 16), _mm512_loadu_ps(h + q + 16), a0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-  }
-  if constexpr (std::is_same_v<scalar_t, double> && K > 0 && K % 8 == 0) {
-    __m512d a0 = _mm512_mul_pd(_mm512_loadu_pd(w), _mm512_loadu_pd(h));
-    __m512d a1 = _mm512_setzero_pd();
-    for (int q = 8; q < K; q += 16) {
-      a1 = _mm512_fmadd_pd(_mm512_loadu_pd(w + q), _mm512_loadu_pd(h + q), a1);
-      if (q + 8 < K) a0 = _mm512_fmadd_pd(_mm512_loadu_pd(w + q + 8), _mm512_loadu_pd(h + q + 8), a0);
-    }
-    return _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
-  }
-#endif
-  scalar_t s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t q = 0; q < k; ++q) s += w[q] * h[q];
-  return s;
-}
-
 // Runs positions [begin, end) of the order; K > 0 fixes the rank at compile time
 // (fully unrolled, vectorized loops), K == 0 reads it from p.k.
 template <int K, typename scalar_t, typename index_t>
@@ -120,7 +84,7 @@ double sgd_epoch_kernel(const SgdProblem<scalar_t, index_t>& p, int64_t begin, i
     const int64_t i = static_cast<int64_t>(p.cols[e]);
     scalar_t* __restrict w = p.W + u * k;
     scalar_t* __restrict h = p.Ht + i * k;
-    scalar_t pred = dot<K>(w, h, k);
+    scalar_t pred = cpu::dot<K>(w, h, k);
     if (p.biases) pred += p.mu + p.user_bias[u] + p.item_bias[i];
     const scalar_t err = p.vals[e] - pred;
     sse += math::square<double>(err);
