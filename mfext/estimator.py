@@ -16,7 +16,7 @@ Defaults (``None``) depend on the solver and were tuned on MovieLens (random
 =========  =====  ========  =====  ========  ========
 solver     reg    bias_reg  lr     lr_decay  max_iter
 =========  =====  ========  =====  ========  ========
-``sgd``    0.06   0.01      0.03   0.92      40
+``sgd``    0.065  0.01      0.03   0.92      40
 ``als``    0.3    0.3       --     --        10
 ``adam``   0.05   0.01      0.02   --        300
 =========  =====  ========  =====  ========  ========
@@ -45,7 +45,7 @@ from ._cf_input import Triple, as_ids, canonical_order, csr_by, to_triple
 __all__ = ["MatrixFactorization"]
 
 _DEFAULTS: Dict[str, Dict[str, Any]] = {
-    "sgd": dict(reg=0.06, bias_reg=0.01, lr=0.03, lr_decay=0.92, max_iter=40),
+    "sgd": dict(reg=0.065, bias_reg=0.01, lr=0.03, lr_decay=0.92, max_iter=40),
     "als": dict(reg=0.3, bias_reg=None, lr=None, lr_decay=None, max_iter=10),  # bias_reg: reg
     "adam": dict(reg=0.05, bias_reg=0.01, lr=0.02, lr_decay=None, max_iter=300),
 }
