@@ -47,6 +47,9 @@ TORCH_LIBRARY(mfext, m) {
   // Internal: out[e] = W[rows[e]] . H_t[cols[e]]. rows, cols: (nnz,) int32/int64,
   // W: (m, k), H_t: (n, k). Returns (nnz,).
   m.def("_sparse_dot(Tensor rows, Tensor cols, Tensor W, Tensor H_t) -> Tensor");
+  // Internal: stable counting sort of entry ids by key. keys: (nnz,) int32/int64 in
+  // [0, n_buckets). Returns order: (nnz,) int64 and offsets: (n_buckets + 1,) int64.
+  m.def("_bucket_sort(Tensor keys, int n_buckets) -> (Tensor order, Tensor offsets)");
 }
 
 namespace {

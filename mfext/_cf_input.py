@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import cf_ops
 from .datasets import Ratings
 
 FORMS = ("a Ratings object, a scipy.sparse matrix, a torch sparse tensor, a (rows, cols, vals) "
@@ -170,20 +171,30 @@ def to_triple(X: Any, name: str = "X", *, allow_empty: bool = False) -> Triple:
     return Triple(rows, cols, vals, shape, user_ids, item_ids)
 
 
-def canonical_order(rows: Tensor, cols: Tensor, n_cols: int) -> Optional[Tensor]:
+def canonical_order(rows: Tensor, cols: Tensor, n_rows: int, n_cols: int) -> Optional[Tensor]:
     """Permutation sorting entries by (row, col), stable; None when already sorted.
 
     Fitting on a canonical order makes the result independent of the input
-    form (CSR, CSC, COO, a shuffled triple ...).
+    form (CSR, CSC, COO, a shuffled triple ...). Two stable counting sorts
+    (by column, then by row) on the CPU.
     """
-    key = rows * n_cols + cols
-    if key.numel() < 2 or bool((key[1:] >= key[:-1]).all()):
+    if rows.numel() < 2:
         return None
-    return torch.sort(key, stable=True).indices
+    key = rows * n_cols + cols
+    if bool((key[1:] >= key[:-1]).all()):
+        return None
+    if rows.device.type != "cpu":
+        return torch.sort(key, stable=True).indices
+    by_col, _ = cf_ops.bucket_sort(cols, n_cols)
+    by_row, _ = cf_ops.bucket_sort(rows[by_col], n_rows)
+    return by_col[by_row]
 
 
 def csr_by(keys: Tensor, n_keys: int) -> Tuple[Tensor, Tensor]:
     """(indptr (n_keys + 1,), order (nnz,)): entries grouped by key, stable."""
+    if keys.device.type == "cpu":
+        order, indptr = cf_ops.bucket_sort(keys, n_keys)
+        return indptr, order
     order = torch.sort(keys, stable=True).indices
     indptr = torch.zeros(n_keys + 1, dtype=torch.int64, device=keys.device)
     indptr[1:] = torch.bincount(keys, minlength=n_keys).cumsum(0)

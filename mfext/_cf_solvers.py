@@ -92,11 +92,10 @@ class SgdSolver:
         dev = p.rows.device
         user_group = (torch.randperm(p.m, generator=gen) % P).to(dev)
         item_group = (torch.randperm(p.n, generator=gen) % P).to(dev)
-        block = user_group[p.rows] * P + item_group[p.cols]
         perm = torch.randperm(p.rows.numel(), generator=gen).to(dev)
-        order = perm[torch.sort(block[perm], stable=True).indices]
-        self.block_ptr = torch.zeros(P * P + 1, dtype=torch.int64, device=dev)
-        self.block_ptr[1:] = torch.bincount(block, minlength=P * P).cumsum(0)
+        block = user_group[p.rows[perm]] * P + item_group[p.cols[perm]]
+        self.block_ptr, within = csr_by(block, P * P)  # random order within each block
+        order = perm[within]
         idx = torch.int32 if max(p.m, p.n) < 2**31 else torch.int64
         # Data laid out in processing order: the kernel streams it (order=None).
         self.rows = p.rows[order].to(idx)

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from . import _library  # noqa: F401  (loads the compiled ops)
 
-__all__ = ["sgd_epoch_", "als_normal_equations", "als_solve", "sparse_dot"]
+__all__ = ["sgd_epoch_", "als_normal_equations", "als_solve", "sparse_dot", "bucket_sort"]
 
 
 def sgd_epoch_(
@@ -140,6 +140,24 @@ def sparse_dot(rows: Tensor, cols: Tensor, W: Tensor, H_t: Tensor) -> Tensor:
     return torch.ops.mfext._sparse_dot.default(rows, cols, W, H_t)
 
 
+def bucket_sort(keys: Tensor, n_buckets: int) -> Tuple[Tensor, Tensor]:
+    """Stable counting sort of entry ids by key (internal op).
+
+    Parameters
+    ----------
+    keys : Tensor, (nnz,), int32 or int64, values in [0, n_buckets)
+    n_buckets : int
+
+    Returns
+    -------
+    order : Tensor, (nnz,), int64
+        Entry ids grouped by key, in their original order within a key.
+    offsets : Tensor, (n_buckets + 1,), int64
+        Key ``b`` occupies ``order[offsets[b]:offsets[b + 1]]``.
+    """
+    return torch.ops.mfext._bucket_sort.default(keys, int(n_buckets))
+
+
 # --------------------------------------------------------------------------- fake kernels
 
 
@@ -196,3 +214,10 @@ def _sparse_dot_fake(rows, cols, W, H_t):
                  lambda: "W (m, k) and H_t (n, k) must be 2-D and agree on k")
     torch._check(rows.dim() == 1 and cols.dim() == 1, lambda: "rows and cols must be 1-D")
     return W.new_empty((rows.shape[0],))
+
+
+@torch.library.register_fake("mfext::_bucket_sort")
+def _bucket_sort_fake(keys, n_buckets):
+    torch._check(keys.dim() == 1, lambda: "keys must be 1-D")
+    return (keys.new_empty((keys.shape[0],), dtype=torch.int64),
+            keys.new_empty((n_buckets + 1,), dtype=torch.int64))

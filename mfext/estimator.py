@@ -309,7 +309,7 @@ class MatrixFactorization:
         device = self._resolve_device(data)
         m, n = data.shape if data.shape is not None else (
             int(data.rows.max()) + 1, int(data.cols.max()) + 1)
-        perm = canonical_order(data.rows, data.cols, n)
+        perm = canonical_order(data.rows, data.cols, m, n)
         rows, cols, vals = data.rows, data.cols, data.vals
         if perm is not None:
             rows, cols, vals = rows[perm], cols[perm], vals[perm]

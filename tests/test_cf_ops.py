@@ -432,3 +432,25 @@ def test_sparse_dot_errors_and_opcheck(gen):
     with pytest.raises(RuntimeError, match=r"disagree on the rank k"):
         cf_ops.sparse_dot(rows, rows, W, Ht[:, :2])
     torch.library.opcheck(torch.ops.mfext._sparse_dot.default, (rows, rows, W, Ht))
+
+
+# --------------------------------------------------------------------------- _bucket_sort
+
+
+@pytest.mark.parametrize("nnz, buckets", [(0, 3), (1, 1), (50, 7), (100_000, 613)])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=["i32", "i64"])
+def test_bucket_sort_is_a_stable_sort(nnz, buckets, index_dtype, gen):
+    keys = torch.randint(0, buckets, (nnz,), generator=gen).to(index_dtype)
+    order, offsets = cf_ops.bucket_sort(keys, buckets)
+    assert torch.equal(order, torch.sort(keys, stable=True).indices)
+    expected = torch.zeros(buckets + 1, dtype=torch.int64)
+    expected[1:] = torch.bincount(keys.long(), minlength=buckets).cumsum(0)
+    assert torch.equal(offsets, expected)
+
+
+def test_bucket_sort_errors_and_opcheck(gen):
+    with pytest.raises(IndexError, match=r"keys\[1\] = 5 is out of range for 5 buckets"):
+        cf_ops.bucket_sort(torch.tensor([0, 5]), 5)
+    with pytest.raises(RuntimeError, match=r"'keys' must hold int32 or int64"):
+        cf_ops.bucket_sort(torch.tensor([0.0]), 5)
+    torch.library.opcheck(torch.ops.mfext._bucket_sort.default, (torch.tensor([2, 0, 2, 1]), 3))

@@ -19,8 +19,10 @@ template <typename index_t>
 int64_t first_out_of_range(const index_t* idx, int64_t len, int64_t lo, int64_t hi) {
   constexpr int64_t kNone = std::numeric_limits<int64_t>::max();
   int64_t first = kNone;
-  // Per-chunk results, combined in chunk order below.
-  const int64_t grain = 1 << 16;
+  // Per-chunk results, combined in chunk order below. A chunk is large: a
+  // serial scan of a few million indices costs well under a millisecond,
+  // while a parallel region can cost a whole time slice on a busy machine.
+  const int64_t grain = 1 << 22;
   const int64_t n_chunks = std::max<int64_t>(1, (len + grain - 1) / grain);
   std::vector<int64_t> chunk_first(n_chunks, kNone);
   at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {

@@ -11,7 +11,8 @@
 //   and a barrier separates strata. When the blocks of a stratum share no row
 //   and no column (the caller's grid guarantees it), no two threads touch the
 //   same factor, so the result is bitwise identical for every thread count and
-//   equals running the blocks one after another in schedule order. A block of
+//   equals running the blocks one after another in schedule order. Threads take
+//   slots in schedule order and wait (yielding) for the previous stratum. A block of
 //   about 1/P of the rows and 1/P of the columns also keeps its factors in L2.
 // * Hogwild, when both are None: the order is cut into one contiguous chunk
 //   per thread and threads update shared factors without locks. With one
@@ -30,8 +31,15 @@
 #include <omp.h>
 #endif
 
+#include <atomic>
 #include <cmath>
 #include <optional>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "../checks.h"
 #include "../math.h"
@@ -123,6 +131,24 @@ RangeFn<scalar_t, index_t> pick_kernel(int64_t k) {
   }
 }
 
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#endif
+}
+
+// Waits until counter >= target: a short spin, then yields the CPU.
+void wait_until(const std::atomic<int64_t>& counter, int64_t target) {
+  int spins = 0;
+  while (counter.load(std::memory_order_acquire) < target) {
+    if (++spins < 256) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
 int n_threads_for(int64_t work) {
   // Small epochs are not worth a parallel region.
   return work < 4096 ? 1 : std::max(1, at::get_num_threads());
@@ -150,17 +176,26 @@ double run_epoch(const SgdProblem<scalar_t, index_t>& p, int64_t len,
     for (int t = 0; t < n_threads; ++t) sse += partial[t];
     return sse;
   }
-  const int n_threads = n_threads_for(len);
+  // Slots are handed out in schedule order; a slot of stratum s starts once all
+  // of stratum s - 1 is done. The wait yields the CPU instead of spinning like
+  // an OpenMP barrier, so a thread descheduled on a busy machine costs the
+  // others little. Every slot of the earliest unfinished stratum is held by a
+  // thread that waits on nothing, so the scheme cannot deadlock.
+  const int64_t n_slots = n_strata * width;
+  std::vector<std::atomic<int64_t>> done(std::max<int64_t>(1, n_strata));
+  for (auto& d : done) d.store(0, std::memory_order_relaxed);
+  std::atomic<int64_t> next_slot{0};
+  const int n_threads = static_cast<int>(std::min<int64_t>(n_threads_for(len), std::max<int64_t>(1, width)));
 #pragma omp parallel num_threads(n_threads)
   {
-    for (int64_t st = 0; st < n_strata; ++st) {
-      // Blocks differ in size: hand them out one at a time. The implicit
-      // barrier at the end of the loop separates the strata.
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t j = 0; j < width; ++j) {
-        const int64_t b = schedule[st * width + j];
-        partial[st * width + j] = b < 0 ? 0.0 : run(p, block_ptr[b], block_ptr[b + 1]);
-      }
+    for (;;) {
+      const int64_t slot = next_slot.fetch_add(1, std::memory_order_relaxed);
+      if (slot >= n_slots) break;
+      const int64_t st = slot / width;
+      if (st > 0) wait_until(done[st - 1], width);
+      const int64_t b = schedule[slot];
+      partial[slot] = b < 0 ? 0.0 : run(p, block_ptr[b], block_ptr[b + 1]);
+      done[st].fetch_add(1, std::memory_order_acq_rel);
     }
   }
   double sse = 0.0;
