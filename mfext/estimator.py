@@ -18,7 +18,7 @@ solver     reg    bias_reg  lr     lr_decay  max_iter
 =========  =====  ========  =====  ========  ========
 ``sgd``    0.065  0.01      0.03   0.92      40
 ``als``    0.3    0.3       --     --        10
-``adam``   0.05   0.01      0.02   --        300
+``adam``   0.08   0.01      0.01   --        300
 =========  =====  ========  =====  ========  ========
 
 Regularization: SGD and Adam weight the L2 penalty of a user (item) by its
@@ -47,7 +47,7 @@ __all__ = ["MatrixFactorization"]
 _DEFAULTS: Dict[str, Dict[str, Any]] = {
     "sgd": dict(reg=0.065, bias_reg=0.01, lr=0.03, lr_decay=0.92, max_iter=40),
     "als": dict(reg=0.3, bias_reg=None, lr=None, lr_decay=None, max_iter=10),  # bias_reg: reg
-    "adam": dict(reg=0.05, bias_reg=0.01, lr=0.02, lr_decay=None, max_iter=300),
+    "adam": dict(reg=0.08, bias_reg=0.01, lr=0.01, lr_decay=None, max_iter=300),
 }
 _FORMAT = "mfext.MatrixFactorization"
 _FORMAT_VERSION = 1
