@@ -159,12 +159,6 @@ int threads_for(int64_t R, int64_t d) {
   return R * d * d < 32768 ? 1 : std::max(1, at::get_num_threads());
 }
 
-int64_t max_row_count(const int64_t* indptr, int64_t R) {
-  int64_t most = 0;
-  for (int64_t r = 0; r < R; ++r) most = std::max(most, indptr[r + 1] - indptr[r]);
-  return most;
-}
-
 template <typename scalar_t, typename index_t>
 void als_normal_equations_kernel(const AlsProblem<scalar_t, index_t>& p, int64_t R,
                                  scalar_t* gram,  // (R, d, d)
@@ -224,10 +218,13 @@ struct Checked {
   int64_t R, d;
 };
 
-Checked check_als_inputs(const char* op, const at::Tensor& indptr, const at::Tensor& indices,
-                         const at::Tensor& vals, const at::Tensor& F,
-                         const std::optional<at::Tensor>& col_offset,
-                         const at::Tensor& reg_diag) {
+Checked check_als_inputs(const char* op,
+                         const at::Tensor& indptr,                     // (R + 1,) int64
+                         const at::Tensor& indices,                    // (nnz,)
+                         const at::Tensor& vals,                       // (nnz,)
+                         const at::Tensor& F,                          // (n, d)
+                         const std::optional<at::Tensor>& col_offset,  // (n,) or None
+                         const at::Tensor& reg_diag) {                 // (d,)
   TORCH_CHECK(indptr.defined() && indptr.layout() == at::kStrided && indptr.dim() == 1 &&
                   indptr.scalar_type() == at::kLong && indptr.size(0) >= 1,
               op, ": argument 'indptr' must be a non-empty 1-D int64 tensor (R + 1,), got shape ",
@@ -295,6 +292,7 @@ AlsProblem<scalar_t, index_t> make_problem(const Checked& c, double count_expone
           c.d};
 }
 
+// Returns gram: (R, d, d), rhs: (R, d); arguments as in check_als_inputs.
 std::tuple<at::Tensor, at::Tensor> als_normal_equations_cpu(
     const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& vals,
     const at::Tensor& F, const std::optional<at::Tensor>& col_offset, const at::Tensor& reg_diag,
@@ -312,6 +310,7 @@ std::tuple<at::Tensor, at::Tensor> als_normal_equations_cpu(
   return {gram, rhs};
 }
 
+// Returns x: (R, d); arguments as in check_als_inputs.
 at::Tensor als_solve_cpu(const at::Tensor& indptr, const at::Tensor& indices,
                          const at::Tensor& vals, const at::Tensor& F,
                          const std::optional<at::Tensor>& col_offset, const at::Tensor& reg_diag,

@@ -208,14 +208,18 @@ void check_in_place(const char* name, const at::Tensor& t) {
               "' is updated in place and must be contiguous, got strides ", t.strides());
 }
 
-at::Tensor sgd_epoch_cpu(const at::Tensor& W, const at::Tensor& H_t, const at::Tensor& user_bias,
-                         const at::Tensor& item_bias, const at::Tensor& rows,
-                         const at::Tensor& cols, const at::Tensor& vals,
-                         const std::optional<at::Tensor>& order,
-                         const std::optional<at::Tensor>& block_ptr,
-                         const std::optional<at::Tensor>& schedule, double lr, double reg,
-                         double bias_reg, double global_mean, bool use_biases,
-                         bool nonnegative) {
+at::Tensor sgd_epoch_cpu(const at::Tensor& W,                         // (m, k), in place
+                         const at::Tensor& H_t,                       // (n, k), in place
+                         const at::Tensor& user_bias,                 // (m,), in place
+                         const at::Tensor& item_bias,                 // (n,), in place
+                         const at::Tensor& rows,                      // (nnz,)
+                         const at::Tensor& cols,                      // (nnz,)
+                         const at::Tensor& vals,                      // (nnz,)
+                         const std::optional<at::Tensor>& order,      // (len,) or None
+                         const std::optional<at::Tensor>& block_ptr,  // (n_blocks + 1,) or None
+                         const std::optional<at::Tensor>& schedule,   // (n_strata, width) or None
+                         double lr, double reg, double bias_reg, double global_mean,
+                         bool use_biases, bool nonnegative) {
   // ---- arguments
   check_float_tensor(kOp, "W", W, 2, false);
   check_float_tensor(kOp, "H_t", H_t, 2, false);

@@ -30,8 +30,11 @@ void sparse_dot_kernel(const index_t* rows, const index_t* cols,  // (nnz,)
   });
 }
 
-at::Tensor sparse_dot_cpu(const at::Tensor& rows, const at::Tensor& cols, const at::Tensor& W,
-                          const at::Tensor& H_t) {
+// Returns out: (nnz,).
+at::Tensor sparse_dot_cpu(const at::Tensor& rows,   // (nnz,)
+                          const at::Tensor& cols,   // (nnz,)
+                          const at::Tensor& W,      // (m, k)
+                          const at::Tensor& H_t) {  // (n, k)
   check_index_tensor(kOp, "rows", rows);
   check_index_tensor(kOp, "cols", cols);
   TORCH_CHECK(rows.scalar_type() == cols.scalar_type(), kOp, ": 'rows' (", rows.scalar_type(),
