@@ -44,5 +44,33 @@ MFEXT_HD bool valid_weight(scalar_t weight) {
   return weight >= scalar_t(0) && weight <= scalar_t(3.4e38);
 }
 
+// ---- Stochastic gradient descent on one observed entry (biased MF) --------
+// The SGD kernels minimize, per entry, (r - pred)^2 / 2 + reg (|w|^2 + |h|^2) / 2
+// + bias_reg (b_u^2 + b_i^2) / 2, whose per-entry step with error e = r - pred is
+// below (Funk / Koren). Every factor update reads the other factor's old value.
+
+// The factor step in the form the kernels vectorize: with g = lr e and
+// decay = 1 - lr reg, one coordinate of w and h becomes
+//   w = decay w + g h,  h = decay h + g w_old
+// which equals w += lr (e h - reg w), h += lr (e w_old - reg h).
+template <typename scalar_t>
+MFEXT_HD void sgd_pair_step(scalar_t& w, scalar_t& h, scalar_t g, scalar_t decay) {
+  const scalar_t w_old = w;
+  w = decay * w + g * h;
+  h = decay * h + g * w_old;
+}
+
+// One bias: b += lr (e - reg b).
+template <typename scalar_t>
+MFEXT_HD scalar_t sgd_bias_step(scalar_t b, scalar_t err, scalar_t lr, scalar_t reg) {
+  return b + lr * (err - reg * b);
+}
+
+// Projection onto the non-negative orthant (projected SGD for nonnegative=True).
+template <typename scalar_t>
+MFEXT_HD scalar_t clamp_nonnegative(scalar_t x) {
+  return x < scalar_t(0) ? scalar_t(0) : x;
+}
+
 }  // namespace math
 }  // namespace mfext

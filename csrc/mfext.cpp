@@ -23,6 +23,37 @@ TORCH_LIBRARY(mfext, m) {
   m.def(
       "sparse_loss_grad(Tensor rows, Tensor cols, Tensor vals, Tensor W, Tensor H, "
       "Tensor? weight=None) -> (Tensor loss, Tensor grad_W, Tensor grad_H)");
+  // One SGD epoch over observed ratings, updating W, H_t and the biases in place.
+  // W: (m, k), H_t: (n, k) (H transposed), user_bias: (m,), item_bias: (n,),
+  // rows, cols: (nnz,) int32/int64, vals: (nnz,), order: (len,) int64 entry ids or None,
+  // block_ptr: (n_blocks + 1,) int64 and schedule: (n_strata, width) int64 block ids
+  // (-1 = empty slot), or both None (Hogwild). Returns the float64 sum of squared
+  // errors seen before each update.
+  m.def(
+      "sgd_epoch_(Tensor(a!) W, Tensor(b!) H_t, Tensor(c!) user_bias, Tensor(d!) item_bias, "
+      "Tensor rows, Tensor cols, Tensor vals, Tensor? order, Tensor? block_ptr, "
+      "Tensor? schedule, float lr, float reg, float bias_reg, float global_mean, "
+      "bool use_biases, bool nonnegative) -> Tensor");
+  // ALS normal equations, one k x k system per row of a CSR matrix.
+  // indptr: (R + 1,) int64 offsets into indices/vals, indices: (nnz,) int32/int64 column
+  // ids, vals: (nnz,), F: (n, d) fixed factors, col_offset: (n,) subtracted from vals
+  // per column or None, reg_diag: (d,) scaled by (row count)^count_exponent.
+  // Returns gram: (R, d, d), rhs: (R, d).
+  m.def(
+      "als_normal_equations(Tensor indptr, Tensor indices, Tensor vals, Tensor F, "
+      "Tensor? col_offset, Tensor reg_diag, float count_exponent) "
+      "-> (Tensor gram, Tensor rhs)");
+  // The same systems solved row by row (Cholesky), without storing the Gram matrices.
+  // Arguments as in als_normal_equations. Returns x: (R, d) with gram[r] x[r] = rhs[r].
+  m.def(
+      "als_solve(Tensor indptr, Tensor indices, Tensor vals, Tensor F, Tensor? col_offset, "
+      "Tensor reg_diag, float count_exponent) -> Tensor");
+  // Internal: out[e] = W[rows[e]] . H_t[cols[e]]. rows, cols: (nnz,) int32/int64,
+  // W: (m, k), H_t: (n, k). Returns (nnz,).
+  m.def("_sparse_dot(Tensor rows, Tensor cols, Tensor W, Tensor H_t) -> Tensor");
+  // Internal: stable counting sort of entry ids by key. keys: (nnz,) int32/int64 in
+  // [0, n_buckets). Returns order: (nnz,) int64 and offsets: (n_buckets + 1,) int64.
+  m.def("_bucket_sort(Tensor keys, int n_buckets) -> (Tensor order, Tensor offsets)");
 }
 
 namespace {

@@ -6,6 +6,8 @@ from ._library import build_info
 from .cuda import cuda_check_errors
 from .factorize import DivergenceError, FactorizeResult, factorize
 from .ops import dense_loss, dense_loss_grad, sparse_loss, sparse_loss_grad
+from . import datasets
+from .estimator import MatrixFactorization
 
 __version__ = "0.1.0"
 
@@ -19,4 +21,6 @@ __all__ = [
     "factorize",
     "FactorizeResult",
     "DivergenceError",
+    "MatrixFactorization",
+    "datasets",
 ]

@@ -201,3 +201,7 @@ torch.library.register_autograd(
 torch.library.register_autograd(
     "mfext::sparse_loss_grad", _sparse_backward, setup_context=_sparse_setup_context
 )
+
+# The collaborative-filtering kernels (sgd_epoch_, als_normal_equations, als_solve)
+# register their fake kernels in their own module.
+from . import cf_ops  # noqa: E402,F401

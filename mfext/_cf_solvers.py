@@ -1,0 +1,268 @@
+"""The three solvers behind :class:`mfext.MatrixFactorization`, one epoch at a time.
+
+All three fit ``r ~ mu + b_u + b_i + w_u . h_i`` (or ``w_u . h_i`` without
+biases) to the observed ratings. They share one objective family::
+
+    sum_e (r_e - pred_e)^2 + reg * sum_u n_u^a |w_u|^2 + reg * sum_i n_i^a |h_i|^2
+                          + bias_reg * (sum_u n_u^a b_u^2 + sum_i n_i^a b_i^2)
+
+with ``n_u`` the number of training ratings of user ``u``. SGD with per-rating
+regularization (Funk/Koren) and full-batch Adam minimize it with ``a = 1``; ALS
+uses ``a = als_reg_exponent`` (0.75 by default, tuned on MovieLens).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import cf_ops
+from ._cf_input import csr_by
+from .ops import sparse_loss_grad
+
+
+@dataclass
+class Factors:
+    """W (m, k), Ht (n, k) (H transposed, rows contiguous), bu (m,), bi (n,)."""
+
+    W: Tensor
+    Ht: Tensor
+    bu: Tensor
+    bi: Tensor
+
+    def clone(self) -> "Factors":
+        return Factors(self.W.clone(), self.Ht.clone(), self.bu.clone(), self.bi.clone())
+
+    def is_finite(self) -> bool:
+        return all(bool(torch.isfinite(t).all()) for t in (self.W, self.Ht, self.bu, self.bi))
+
+
+@dataclass
+class Problem:
+    """Training ratings on the model's device and dtype (canonical order)."""
+
+    rows: Tensor   # (nnz,) int64
+    cols: Tensor   # (nnz,) int64
+    vals: Tensor   # (nnz,) model dtype
+    m: int
+    n: int
+    mu: float      # global mean (0 without biases)
+    biases: bool
+    nonnegative: bool
+
+
+def init_factors(p: Problem, rank: int, init_std: float, gen: torch.Generator,
+                 dtype: torch.dtype, device: torch.device) -> Factors:
+    """N(0, init_std) factors (|N| when nonnegative), zero biases; drawn on the CPU.
+
+    Users and items without training ratings start (and stay, under every
+    solver) at zero, so they predict from the other side's bias.
+    """
+    W = torch.randn(p.m, rank, generator=gen, dtype=torch.float64) * init_std
+    Ht = torch.randn(p.n, rank, generator=gen, dtype=torch.float64) * init_std
+    if p.nonnegative:
+        W, Ht = W.abs(), Ht.abs()
+    W[torch.bincount(p.rows.cpu(), minlength=p.m) == 0] = 0
+    Ht[torch.bincount(p.cols.cpu(), minlength=p.n) == 0] = 0
+    return Factors(W.to(device=device, dtype=dtype).contiguous(),
+                   Ht.to(device=device, dtype=dtype).contiguous(),
+                   torch.zeros(p.m, dtype=dtype, device=device),
+                   torch.zeros(p.n, dtype=dtype, device=device))
+
+
+class SgdSolver:
+    """Blocked parallel SGD (LIBMF/DSGD style) on :func:`mfext.cf_ops.sgd_epoch_`.
+
+    Once per fit, users and items are dealt at random into P groups each
+    (P = max(8, 2 * threads)), and the ratings are sorted into the P x P blocks
+    in a random order within each block. Every epoch runs P strata of P blocks
+    that share no user and no item, with a fresh random pairing of row and
+    column groups and a fresh stratum order, so the result is the same for any
+    thread count up to P / 2 and reproducible from the seed.
+    The learning rate of epoch t (from 0) is ``lr * lr_decay ** t``.
+    """
+
+    def __init__(self, p: Problem, f: Factors, *, lr: float, lr_decay: float, reg: float,
+                 bias_reg: float, gen: torch.Generator, n_threads: int):
+        self.p, self.f, self.gen = p, f, gen
+        self.lr, self.lr_decay, self.reg, self.bias_reg = lr, lr_decay, reg, bias_reg
+        P = self.P = max(8, 2 * n_threads)
+        dev = p.rows.device
+        user_group = (torch.randperm(p.m, generator=gen) % P).to(dev)
+        item_group = (torch.randperm(p.n, generator=gen) % P).to(dev)
+        perm = torch.randperm(p.rows.numel(), generator=gen).to(dev)
+        block = user_group[p.rows[perm]] * P + item_group[p.cols[perm]]
+        self.block_ptr, within = csr_by(block, P * P)  # random order within each block
+        order = perm[within]
+        idx = torch.int32 if max(p.m, p.n) < 2**31 else torch.int64
+        # Data laid out in processing order: the kernel streams it (order=None).
+        self.rows = p.rows[order].to(idx)
+        self.cols = p.cols[order].to(idx)
+        self.vals = p.vals[order].contiguous()
+
+    def schedule(self) -> Tensor:
+        P = self.P
+        col_perm = torch.randperm(P, generator=self.gen)
+        strata = torch.randperm(P, generator=self.gen)
+        t = torch.arange(P)
+        sched = (t * P)[None, :] + col_perm[(t[None, :] + strata[:, None]) % P]
+        return sched.to(self.rows.device)
+
+    def epoch(self, t: int) -> float:
+        """One epoch; returns the sum of squared errors seen before each update."""
+        f, p = self.f, self.p
+        sse = cf_ops.sgd_epoch_(
+            f.W, f.Ht, f.bu, f.bi, self.rows, self.cols, self.vals, block_ptr=self.block_ptr,
+            schedule=self.schedule(), lr=self.lr * self.lr_decay ** t, reg=self.reg,
+            bias_reg=self.bias_reg, global_mean=p.mu, use_biases=p.biases,
+            nonnegative=p.nonnegative)
+        return float(sse)
+
+
+class AlsSolver:
+    """Alternating least squares on :func:`mfext.cf_ops.als_solve`.
+
+    Biases ride along as an augmented factor: solving for users, the item side
+    is ``[h_i, 1]`` with targets ``r - mu - b_i`` and the unknown is
+    ``[w_u, b_u]`` (regularized by ``reg`` and ``bias_reg``); items likewise.
+    ``nonnegative`` clamps each solution at 0 (a heuristic, not an NNLS solve).
+    """
+
+    def __init__(self, p: Problem, f: Factors, *, reg: float, bias_reg: float,
+                 exponent: float):
+        self.p, self.f, self.exponent = p, f, exponent
+        k = f.W.shape[1]
+        dev, dtype = p.vals.device, p.vals.dtype
+        idx = torch.int32 if max(p.m, p.n) < 2**31 else torch.int64
+        target = p.vals - p.mu
+        self.u_indptr, order = csr_by(p.rows, p.m)
+        self.u_items, self.u_vals = p.cols[order].to(idx), target[order].contiguous()
+        self.i_indptr, order = csr_by(p.cols, p.n)
+        self.i_users, self.i_vals = p.rows[order].to(idx), target[order].contiguous()
+        self.reg_diag = reg_diagonal(k, reg, bias_reg, p.biases, dtype, dev)
+
+    def _half(self, indptr: Tensor, idx: Tensor, vals: Tensor, other: Tensor,
+              other_bias: Tensor):
+        return als_half_step(indptr, idx, vals, other, other_bias, self.reg_diag, self.exponent,
+                             self.p.biases, self.p.nonnegative)
+
+    def epoch(self, t: int) -> None:
+        f = self.f
+        W, bu = self._half(self.u_indptr, self.u_items, self.u_vals, f.Ht, f.bi)
+        f.W.copy_(W)
+        if bu is not None:
+            f.bu.copy_(bu)
+        Ht, bi = self._half(self.i_indptr, self.i_users, self.i_vals, f.W, f.bu)
+        f.Ht.copy_(Ht)
+        if bi is not None:
+            f.bi.copy_(bi)
+
+
+def reg_diagonal(k: int, reg: float, bias_reg: float, biases: bool, dtype: torch.dtype,
+                 device: torch.device) -> Tensor:
+    """(k,) or (k + 1,): the ridge of each unknown, the bias last."""
+    d = k + 1 if biases else k
+    diag = torch.full((d,), reg, dtype=dtype, device=device)
+    if biases:
+        diag[k] = bias_reg
+    return diag
+
+
+def als_half_step(indptr: Tensor, idx: Tensor, vals: Tensor, other: Tensor, other_bias: Tensor,
+                  reg_diag: Tensor, exponent: float, biases: bool,
+                  nonnegative: bool) -> tuple[Tensor, Optional[Tensor]]:
+    """Solve one side with the other fixed: factors (R, k) and biases (R,) or None.
+
+    indptr (R + 1,), idx (nnz,) and vals (nnz,) are the CSR of this side's
+    ratings, targets already minus the global mean; other: (n, k) and
+    other_bias: (n,) the fixed side.
+    """
+    k = other.shape[1]
+    if biases:
+        F = torch.cat([other, torch.ones_like(other[:, :1])], 1)
+        x = cf_ops.als_solve(indptr, idx, vals, F, other_bias, reg_diag, exponent)
+        factors, bias = x[:, :k], x[:, k]
+    else:
+        factors = cf_ops.als_solve(indptr, idx, vals, other, None, reg_diag, exponent)
+        bias = None
+    if nonnegative:
+        factors = factors.clamp_min(0)
+    return factors, bias
+
+
+class AdamSolver:
+    """Full-batch Adam on the fused :func:`mfext.sparse_loss_grad`.
+
+    The objective is the shared one (exponent 1) divided by the number of
+    ratings. Biases ride along as augmented columns: ``[W, b_u, 1]`` and
+    ``[H_t, 1, b_i]``, so one fused call gives every gradient.
+    """
+
+    def __init__(self, p: Problem, f: Factors, *, lr: float, reg: float, bias_reg: float):
+        self.p, self.f = p, f
+        self.reg, self.bias_reg = reg, bias_reg
+        self.target = (p.vals - p.mu).contiguous()
+        dtype = p.vals.dtype
+        self.n_u = torch.bincount(p.rows, minlength=p.m).to(dtype)[:, None]
+        self.n_i = torch.bincount(p.cols, minlength=p.n).to(dtype)[:, None]
+        self.scale = 1.0 / max(1, p.rows.numel())
+        params = [f.W, f.Ht] + ([f.bu, f.bi] if p.biases else [])
+        self.opt = torch.optim.Adam(params, lr=lr)
+
+    def epoch(self, t: int) -> float:
+        """One Adam step; returns the sum of squared errors before the step."""
+        f, p = self.f, self.p
+        k = f.W.shape[1]
+        if p.biases:
+            ones_u = torch.ones_like(f.bu)[:, None]
+            ones_i = torch.ones_like(f.bi)[:, None]
+            W_aug = torch.cat([f.W, f.bu[:, None], ones_u], 1)
+            Ht_aug = torch.cat([f.Ht, ones_i, f.bi[:, None]], 1)
+        else:
+            W_aug, Ht_aug = f.W, f.Ht
+        loss, gW, gH = sparse_loss_grad(p.rows, p.cols, self.target, W_aug, Ht_aug.t())
+        gHt = gH.t()
+        s, reg2 = self.scale, 2.0 * self.reg
+        f.W.grad = (gW[:, :k] + reg2 * self.n_u * f.W) * s
+        f.Ht.grad = (gHt[:, :k] + reg2 * self.n_i * f.Ht) * s
+        if p.biases:
+            breg2 = 2.0 * self.bias_reg
+            f.bu.grad = (gW[:, k] + breg2 * self.n_u[:, 0] * f.bu) * s
+            f.bi.grad = (gHt[:, k + 1] + breg2 * self.n_i[:, 0] * f.bi) * s
+        self.opt.step()
+        if p.nonnegative:
+            f.W.clamp_min_(0)
+            f.Ht.clamp_min_(0)
+        return float(loss)
+
+
+def entry_dots(W: Tensor, Ht: Tensor, rows: Tensor, cols: Tensor,
+               chunk: int = 1 << 18) -> Tensor:
+    """``W[rows[e]] . Ht[cols[e]]`` (s,): the fused CPU op, chunked torch elsewhere."""
+    if W.device.type == "cpu":
+        return cf_ops.sparse_dot(rows, cols, W, Ht)
+    out = torch.empty(rows.numel(), dtype=W.dtype, device=W.device)
+    for s in range(0, rows.numel(), chunk):
+        out[s:s + chunk] = (W[rows[s:s + chunk]] * Ht[cols[s:s + chunk]]).sum(1)
+    return out
+
+
+def predict_entries(f: Factors, mu: float, biases: bool, rows: Tensor, cols: Tensor) -> Tensor:
+    """Predictions (s,) for known (rows, cols)."""
+    pred = entry_dots(f.W, f.Ht, rows, cols)
+    if biases:
+        pred += mu + f.bu[rows] + f.bi[cols]
+    return pred
+
+
+def fold_in_users(f: Factors, mu: float, biases: bool, nonnegative: bool, rows: Tensor,
+                  cols: Tensor, vals: Tensor, n_new: int, *, reg: float, bias_reg: float,
+                  exponent: float) -> tuple[Tensor, Optional[Tensor]]:
+    """Closed-form factors (n_new, k) and biases (n_new,) of new users, items fixed."""
+    indptr, order = csr_by(rows, n_new)
+    idx = cols[order].to(torch.int32 if f.Ht.shape[0] < 2**31 else torch.int64)
+    target = (vals - mu)[order].contiguous()
+    diag = reg_diagonal(f.W.shape[1], reg, bias_reg, biases, f.W.dtype, f.W.device)
+    return als_half_step(indptr, idx, target, f.Ht, f.bi, diag, exponent, biases, nonnegative)
