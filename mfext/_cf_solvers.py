@@ -213,6 +213,10 @@ class AdamSolver:
 
     def epoch(self, t: int) -> float:
         """One Adam step; returns the sum of squared errors before the step."""
+        return self._epoch(t, None)
+
+    def _epoch(self, t: int, reduce) -> float:
+        """The step; ``reduce([loss, gHt])`` may sum the data loss and item gradients over ranks."""
         f, p = self.f, self.p
         k = f.W.shape[1]
         if p.biases:
@@ -224,6 +228,8 @@ class AdamSolver:
             W_aug, Ht_aug = f.W, f.Ht
         loss, gW, gH = sparse_loss_grad(p.rows, p.cols, self.target, W_aug, Ht_aug.t())
         gHt = gH.t()
+        if reduce is not None:  # before the regularization, which each rank adds once
+            reduce([loss, gHt])
         s, reg2 = self.scale, 2.0 * self.reg
         f.W.grad = (gW[:, :k] + reg2 * self.n_u * f.W) * s
         f.Ht.grad = (gHt[:, :k] + reg2 * self.n_i * f.Ht) * s

@@ -39,7 +39,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import _cf_distributed as dist_solvers
 from . import _cf_solvers as solvers
+from .distributed import get_communicator
 from ._cf_input import Triple, as_ids, canonical_order, csr_by, to_triple
 
 __all__ = ["MatrixFactorization"]
@@ -270,7 +272,8 @@ class MatrixFactorization:
     # ------------------------------------------------------------------ fit
 
     def fit(self, X: Any, *, validation: Any = None,
-            early_stopping_rounds: Optional[int] = None) -> "MatrixFactorization":
+            early_stopping_rounds: Optional[int] = None,
+            distributed: Optional[bool] = None) -> "MatrixFactorization":
         """Fit the model to observed ratings.
 
         Parameters
@@ -285,6 +288,14 @@ class MatrixFactorization:
         early_stopping_rounds : int, optional
             Stop when the validation RMSE has not improved for this many epochs
             and restore the best epoch (needs ``validation``).
+        distributed : bool, optional
+            Data-parallel training on torch.distributed (:mod:`mfext.distributed`):
+            ``X`` (and ``validation``) then hold this rank's users, indexed from 0
+            on each rank, and every rank uses the same item ids; the fitted user
+            factors are this rank's, the item factors are replicated. None (the
+            default) trains data-parallel whenever a process group is initialized;
+            False never. ``sgd`` runs DSGD, ``als`` sums the items' normal
+            equations, ``adam`` the item gradients.
 
         Returns
         -------
@@ -309,6 +320,12 @@ class MatrixFactorization:
         device = self._resolve_device(data)
         m, n = data.shape if data.shape is not None else (
             int(data.rows.max()) + 1, int(data.cols.max()) + 1)
+        comm = self._comm = get_communicator(distributed)
+        if comm.distributed:
+            n = max(comm.all_gather_objects(n, "item count"))
+            comm.check_consistent(solver=self.solver, rank=prm["rank"], dtype=self.dtype,
+                                  max_iter=prm["max_iter"], seed=prm["seed"],
+                                  biases=bool(self.biases), validation=validation is not None)
         perm = canonical_order(data.rows, data.cols, m, n)
         rows, cols, vals = data.rows, data.cols, data.vals
         if perm is not None:
@@ -320,7 +337,8 @@ class MatrixFactorization:
         self.user_ids_, self.item_ids_ = data.user_ids, data.item_ids
         self._lookups: Dict[str, Any] = {}
         self._device = device
-        self.rating_mean_ = float(vals.double().mean())
+        self.rating_mean_ = (comm.sum_scalar(float(vals.double().sum()), "rating sum")
+                             / comm.sum_scalar(float(vals.numel()), "rating count"))
         mu = self.rating_mean_ if self.biases else 0.0
         self.global_mean_ = mu
         self.user_counts_ = torch.bincount(rows, minlength=m)
@@ -337,8 +355,12 @@ class MatrixFactorization:
         problem = solvers.Problem(rows, cols, vals, m, n, mu, bool(self.biases),
                                   bool(self.nonnegative))
         with _num_threads(prm["n_threads"]):
-            f = solvers.init_factors(problem, prm["rank"], prm["init_std"], gen, self.dtype, device)
-            solver = self._make_solver(problem, f, prm, gen)
+            if comm.distributed:
+                f = self._init_distributed(problem, prm, gen, device)
+                solver = self._make_distributed_solver(problem, f, prm, gen)
+            else:
+                f = solvers.init_factors(problem, prm["rank"], prm["init_std"], gen, self.dtype, device)
+                solver = self._make_solver(problem, f, prm, gen)
             self._run(solver, problem, f, prm, val, early_stopping_rounds, start)
         return self
 
@@ -353,6 +375,36 @@ class MatrixFactorization:
                                      exponent=prm["als_reg_exponent"])
         return solvers.AdamSolver(p, f, lr=prm["lr"], reg=prm["reg"], bias_reg=prm["bias_reg"])
 
+    def _init_distributed(self, p: solvers.Problem, prm: Dict[str, Any], gen: torch.Generator,
+                          device: torch.device) -> solvers.Factors:
+        """This rank's rows of the factors one process would draw for all users."""
+        comm = self._comm
+        row0, m_total = comm.row_offset(p.m)
+        rated_items = torch.nonzero(dist_solvers.global_item_counts(p, comm)).flatten()
+        proxy = solvers.Problem(p.rows.cpu() + row0, rated_items, p.vals, m_total, p.n, p.mu,
+                                p.biases, p.nonnegative)
+        full = solvers.init_factors(proxy, prm["rank"], prm["init_std"], gen, self.dtype, device)
+        W = full.W[row0:row0 + p.m].contiguous()
+        return solvers.Factors(W, full.Ht, full.bu[row0:row0 + p.m].contiguous(), full.bi)
+
+    def _make_distributed_solver(self, p: solvers.Problem, f: solvers.Factors,
+                                 prm: Dict[str, Any], gen: torch.Generator):
+        comm = self._comm
+        counts = dist_solvers.global_item_counts(p, comm)
+        if self.solver == "sgd":
+            return dist_solvers.DsgdSolver(p, f, comm, gen=gen, lr=prm["lr"],
+                                           lr_decay=prm["lr_decay"], reg=prm["reg"],
+                                           bias_reg=prm["bias_reg"],
+                                           n_threads=torch.get_num_threads())
+        if self.solver == "als":
+            return dist_solvers.DistributedAlsSolver(p, f, comm, item_counts=counts,
+                                                     reg=prm["reg"], bias_reg=prm["bias_reg"],
+                                                     exponent=prm["als_reg_exponent"])
+        nnz_total = int(comm.sum_scalar(float(p.rows.numel()), "rating count"))
+        return dist_solvers.DistributedAdamSolver(p, f, comm, nnz_total=nnz_total,
+                                                  item_counts=counts, lr=prm["lr"],
+                                                  reg=prm["reg"], bias_reg=prm["bias_reg"])
+
     def _run(self, solver, p: solvers.Problem, f: solvers.Factors, prm: Dict[str, Any],
              val: Optional[Tuple[Tensor, Tensor, Tensor]], patience: Optional[int],
              start: float) -> None:
@@ -361,10 +413,12 @@ class MatrixFactorization:
         self.best_epoch_ = None
         best_rmse, best = math.inf, None
         last_good = f.clone()
-        nnz = p.rows.numel()
+        comm = self._comm
+        nnz = comm.sum_scalar(float(p.rows.numel()), "rating count")
         for epoch in range(1, prm["max_iter"] + 1):
             sse = solver.epoch(epoch - 1)
             finite = f.is_finite() and (sse is None or math.isfinite(sse))
+            finite = not comm.any(not finite, "divergence check")
             if not finite:
                 self._set_factors(last_good)
                 self.n_iter_ = epoch - 1
@@ -377,13 +431,17 @@ class MatrixFactorization:
             rec: Dict[str, float] = {"epoch": epoch}
             if sse is None:  # ALS: measure the training error exactly
                 pred = solvers.predict_entries(f, p.mu, p.biases, p.rows, p.cols)
-                sse = float((pred.double() - p.vals.double()).square().sum())
+                sse = comm.sum_scalar(float((pred.double() - p.vals.double()).square().sum()),
+                                      "training error")
             rec["train_rmse"] = math.sqrt(sse / nnz)
             if val is not None:
                 self._set_factors(f, copy=False)
                 err = self._predict_index(val[0], val[1]).double() - val[2]
-                rec["val_rmse"] = float(err.square().mean().sqrt())
-                rec["val_mae"] = float(err.abs().mean())
+                sums = torch.stack([err.square().sum(), err.abs().sum(),
+                                    torch.tensor(float(err.numel()), dtype=torch.float64)])
+                comm.all_reduce_sum_([sums], "validation error")
+                rec["val_rmse"] = float((sums[0] / sums[2]).sqrt())
+                rec["val_mae"] = float(sums[1] / sums[2])
                 if rec["val_rmse"] < best_rmse:
                     best_rmse, self.best_epoch_ = rec["val_rmse"], epoch
                     if patience is not None:

@@ -78,3 +78,24 @@ def checkpoint_worker(rank: int, world: int, init_file: str, out_dir: str, A: to
         result = mfext.factorize(A[r0:r1], init=(state["W"], state["H"]), **kwargs)
         torch.save({"W": result.W, "H": result.H}, os.path.join(out_dir, f"resumed{rank}.pt"))
     dist.destroy_process_group()
+
+
+def sparse_worker(rank: int, world: int, init_file: str, out_dir: str, data: tuple,
+                  shape: tuple, params: dict) -> None:
+    """Fit the estimator on this rank's users (rows re-indexed from 0)."""
+    import scipy.sparse as sp
+
+    import mfext
+    from mfext.distributed import row_block
+
+    start(rank, world, init_file)
+    rows, cols, vals = data
+    r0, r1 = row_block(shape[0], world, rank)
+    mine = (rows >= r0) & (rows < r1)
+    X = sp.coo_matrix((vals[mine].numpy(), ((rows[mine] - r0).numpy(), cols[mine].numpy())),
+                      shape=(r1 - r0, shape[1]))
+    model = mfext.MatrixFactorization(**params).fit(X, distributed=True)
+    torch.save({"W": model.user_factors_, "Ht": model.item_factors_, "bu": model.user_bias_,
+                "bi": model.item_bias_, "history": [h["train_rmse"] for h in model.history_]},
+               os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()

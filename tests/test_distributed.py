@@ -102,3 +102,48 @@ def test_checkpoint_resumes_on_another_world_size(save_world, resume_world, tmp_
     straight = mfext.factorize(A, **dict(kwargs, max_iter=8, distributed=False))
     assert torch.allclose(W, straight.W, rtol=1e-8, atol=1e-10)
     assert torch.allclose(H, straight.H, rtol=1e-8, atol=1e-10)
+
+
+def _synthetic(seed=0):
+    from mfext.datasets import synthetic_ratings
+
+    r = synthetic_ratings(n_users=120, n_items=90, nnz=4000, rank=4, noise=0.1, seed=seed, biases=True)
+    return (r.rows, r.cols, r.vals), (120, 90)
+
+
+@pytest.mark.parametrize("solver", ["adam", "als"])
+def test_sparse_two_ranks_match_one_process(solver, tmp_path):
+    import scipy.sparse as sp
+
+    (rows, cols, vals), shape = _synthetic()
+    params = dict(rank=4, solver=solver, max_iter=6 if solver == "als" else 40, random_state=1,
+                  dtype=torch.float64, n_threads=1)
+    X = sp.coo_matrix((vals.numpy(), (rows.numpy(), cols.numpy())), shape=shape)
+    single = mfext.MatrixFactorization(**params).fit(X, distributed=False)
+    _spawn(dist_workers.sparse_worker, ((rows, cols, vals), shape, params), 2, tmp_path)
+    parts = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    W = torch.cat([p["W"] for p in parts])
+    bu = torch.cat([p["bu"] for p in parts])
+    for p in parts:
+        assert torch.allclose(p["Ht"], single.item_factors_, rtol=1e-6, atol=1e-8)
+        assert torch.allclose(p["bi"], single.item_bias_, rtol=1e-6, atol=1e-8)
+        assert torch.allclose(torch.tensor(p["history"]),
+                              torch.tensor([h["train_rmse"] for h in single.history_]), rtol=1e-8)
+    assert torch.allclose(W, single.user_factors_, rtol=1e-6, atol=1e-8)
+    assert torch.allclose(bu, single.user_bias_, rtol=1e-6, atol=1e-8)
+
+
+def test_sparse_dsgd_two_ranks_reach_the_quality_bar(tmp_path):
+    """DSGD on 2 ranks fits the synthetic rank-4 sigma=0.1 model as well as one process."""
+    import scipy.sparse as sp
+
+    (rows, cols, vals), shape = _synthetic(seed=3)
+    params = dict(rank=4, solver="sgd", max_iter=60, random_state=0, dtype=torch.float64,
+                  n_threads=1, reg=0.01, lr=0.02, lr_decay=0.98)
+    X = sp.coo_matrix((vals.numpy(), (rows.numpy(), cols.numpy())), shape=shape)
+    single = mfext.MatrixFactorization(**params).fit(X, distributed=False)
+    _spawn(dist_workers.sparse_worker, ((rows, cols, vals), shape, params), 2, tmp_path)
+    parts = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    final = parts[0]["history"][-1]
+    assert final == parts[1]["history"][-1]
+    assert final <= max(0.15, 1.1 * single.history_[-1]["train_rmse"])
