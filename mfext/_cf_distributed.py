@@ -82,17 +82,6 @@ class DistributedAlsSolver(solvers.AlsSolver):
             factors = factors.clamp_min(0)
         return factors, (x[:, k] if p.biases else None)
 
-    def epoch(self, t: int) -> None:
-        f = self.f
-        W, bu = self._half(self.u_indptr, self.u_items, self.u_vals, f.Ht, f.bi)
-        f.W.copy_(W)
-        if bu is not None:
-            f.bu.copy_(bu)
-        Ht, bi = self._items()
-        f.Ht.copy_(Ht)
-        if bi is not None:
-            f.bi.copy_(bi)
-
 
 class DsgdSolver:
     """DSGD over ranks; blocked SGD (:class:`mfext._cf_solvers.SgdSolver`) within a rank."""

@@ -148,13 +148,18 @@ class AlsSolver:
         return als_half_step(indptr, idx, vals, other, other_bias, self.reg_diag, self.exponent,
                              self.p.biases, self.p.nonnegative)
 
+    def _items(self) -> tuple[Tensor, Optional[Tensor]]:
+        """Item factors (n, k) and biases (n,) or None, the users fixed."""
+        f = self.f
+        return self._half(self.i_indptr, self.i_users, self.i_vals, f.W, f.bu)
+
     def epoch(self, t: int) -> None:
         f = self.f
         W, bu = self._half(self.u_indptr, self.u_items, self.u_vals, f.Ht, f.bi)
         f.W.copy_(W)
         if bu is not None:
             f.bu.copy_(bu)
-        Ht, bi = self._half(self.i_indptr, self.i_users, self.i_vals, f.W, f.bu)
+        Ht, bi = self._items()
         f.Ht.copy_(Ht)
         if bi is not None:
             f.bi.copy_(bi)

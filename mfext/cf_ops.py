@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from . import _library  # noqa: F401  (loads the compiled ops)
+from .ops import _check_same_device_fake
 
 __all__ = ["sgd_epoch_", "als_normal_equations", "als_solve", "sparse_dot", "bucket_sort"]
 
@@ -161,20 +162,10 @@ def bucket_sort(keys: Tensor, n_buckets: int) -> Tuple[Tensor, Tensor]:
 # --------------------------------------------------------------------------- fake kernels
 
 
-def _same_device(op: str, **tensors: Optional[Tensor]) -> None:
-    present = {k: t for k, t in tensors.items() if t is not None}
-    devices = {t.device for t in present.values()}
-    torch._check(
-        len(devices) <= 1,
-        lambda: f"mfext::{op}: all tensors must share a device, got "
-        + ", ".join(f"{k} on {t.device}" for k, t in present.items()),
-    )
-
-
 @torch.library.register_fake("mfext::sgd_epoch_")
 def _sgd_epoch_fake(W, H_t, user_bias, item_bias, rows, cols, vals, order, block_ptr, schedule,
                     lr, reg, bias_reg, global_mean, use_biases, nonnegative):
-    _same_device("sgd_epoch_", W=W, H_t=H_t, user_bias=user_bias, item_bias=item_bias,
+    _check_same_device_fake("sgd_epoch_", W=W, H_t=H_t, user_bias=user_bias, item_bias=item_bias,
                  rows=rows, cols=cols, vals=vals, order=order, block_ptr=block_ptr,
                  schedule=schedule)
     torch._check(W.dim() == 2 and H_t.dim() == 2, lambda: "W and H_t must be 2-D")
@@ -185,7 +176,7 @@ def _sgd_epoch_fake(W, H_t, user_bias, item_bias, rows, cols, vals, order, block
 
 
 def _als_fake_checks(op, indptr, indices, vals, F, col_offset, reg_diag):
-    _same_device(op, indptr=indptr, indices=indices, vals=vals, F=F, col_offset=col_offset,
+    _check_same_device_fake(op, indptr=indptr, indices=indices, vals=vals, F=F, col_offset=col_offset,
                  reg_diag=reg_diag)
     torch._check(indptr.dim() == 1 and indptr.shape[0] >= 1,
                  lambda: "indptr must be a non-empty 1-D tensor")
@@ -209,7 +200,7 @@ def _als_solve_fake(indptr, indices, vals, F, col_offset, reg_diag, count_expone
 
 @torch.library.register_fake("mfext::_sparse_dot")
 def _sparse_dot_fake(rows, cols, W, H_t):
-    _same_device("_sparse_dot", rows=rows, cols=cols, W=W, H_t=H_t)
+    _check_same_device_fake("_sparse_dot", rows=rows, cols=cols, W=W, H_t=H_t)
     torch._check(W.dim() == 2 and H_t.dim() == 2 and W.shape[1] == H_t.shape[1],
                  lambda: "W (m, k) and H_t (n, k) must be 2-D and agree on k")
     torch._check(rows.dim() == 1 and cols.dim() == 1, lambda: "rows and cols must be 1-D")

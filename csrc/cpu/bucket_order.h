@@ -72,45 +72,14 @@ BucketOrder stable_bucket_order(const index_t* keys, int64_t nnz, int64_t bucket
   return out;
 }
 
-// First position whose key lies outside [0, buckets), or -1.
-template <typename index_t>
-int64_t first_out_of_range(const index_t* keys, int64_t nnz, int64_t buckets) {
-  const int64_t n_chunks =
-      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), nnz / 32768));
-  std::vector<int64_t> chunk_bad(n_chunks, -1);
-  at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t begin = nnz * c / n_chunks, end = nnz * (c + 1) / n_chunks;
-      bool any_bad = false;
-#pragma omp simd reduction(| : any_bad)
-      for (int64_t e = begin; e < end; ++e) {
-        any_bad |= static_cast<int64_t>(keys[e]) < 0 || static_cast<int64_t>(keys[e]) >= buckets;
-      }
-      if (!any_bad) continue;
-      for (int64_t e = begin; e < end; ++e) {
-        if (static_cast<int64_t>(keys[e]) < 0 || static_cast<int64_t>(keys[e]) >= buckets) {
-          chunk_bad[c] = e;
-          break;
-        }
-      }
-    }
-  });
-  for (int64_t bad : chunk_bad) {
-    if (bad >= 0) return bad;
-  }
-  return -1;
-}
-
-// When the keys are already non-decreasing (CSR order), the bucket offsets
-// alone describe the grouping: returns them with an empty order and sets
-// *sorted. Otherwise sets *sorted = false (and *bad_position for a bad key).
+// When the keys (already range-checked) are non-decreasing (CSR order), the
+// bucket offsets alone describe the grouping: returns them with an empty order
+// and sets *sorted. Otherwise sets *sorted = false.
 template <typename index_t>
 BucketOrder bucket_offsets_if_sorted(const index_t* keys, int64_t nnz, int64_t buckets,
-                                     int64_t* bad_position, bool* sorted) {
+                                     bool* sorted) {
   BucketOrder out;
-  *bad_position = first_out_of_range(keys, nnz, buckets);
   *sorted = false;
-  if (*bad_position >= 0) return out;
   for (int64_t e = 1; e < nnz; ++e) {
     if (keys[e] < keys[e - 1]) return out;
   }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -39,6 +40,17 @@ int64_t first_out_of_range(const index_t* idx, int64_t len, int64_t lo, int64_t 
   });
   for (int64_t f : chunk_first) first = std::min(first, f);
   return first == kNone ? -1 : first;
+}
+
+// Raises an IndexError naming the argument when an entry of idx (len,) lies outside
+// [0, bound): "<op>: <name>[p] = v is out of range for <target> with <bound> <unit>".
+template <typename index_t>
+void check_index_range(const char* op, const char* name, const index_t* idx, int64_t len,
+                       int64_t bound, const char* target, const char* unit) {
+  const int64_t bad = first_out_of_range(idx, len, 0, bound);
+  TORCH_CHECK_INDEX(bad < 0, op, ": ", name, "[", bad, "] = ",
+                    bad >= 0 ? static_cast<int64_t>(idx[bad]) : 0, " is out of range for ",
+                    target, " with ", bound, " ", unit);
 }
 
 }  // namespace cpu

@@ -337,12 +337,8 @@ at::Tensor sgd_epoch_cpu(const at::Tensor& W,                         // (m, k),
     AT_DISPATCH_INDEX_TYPES(rows.scalar_type(), "sgd_epoch_cpu_index", [&] {
       const index_t* r = rows_c.const_data_ptr<index_t>();
       const index_t* c = cols_c.const_data_ptr<index_t>();
-      int64_t bad = cpu::first_out_of_range(r, nnz, 0, m);
-      TORCH_CHECK_INDEX(bad < 0, kOp, ": rows[", bad, "] = ", bad >= 0 ? int64_t(r[bad]) : 0,
-                        " is out of range for W with ", m, " rows");
-      bad = cpu::first_out_of_range(c, nnz, 0, n);
-      TORCH_CHECK_INDEX(bad < 0, kOp, ": cols[", bad, "] = ", bad >= 0 ? int64_t(c[bad]) : 0,
-                        " is out of range for H_t with ", n, " rows (items)");
+      cpu::check_index_range(kOp, "rows", r, nnz, m, "W", "rows");
+      cpu::check_index_range(kOp, "cols", c, nnz, n, "H_t", "rows (items)");
       SgdProblem<scalar_t, index_t> p{
           W.data_ptr<scalar_t>(),
           H_t.data_ptr<scalar_t>(),

@@ -58,12 +58,8 @@ at::Tensor sparse_dot_cpu(const at::Tensor& rows,   // (nnz,)
     AT_DISPATCH_INDEX_TYPES(rows.scalar_type(), "sparse_dot_cpu_index", [&] {
       const index_t* r = rows_c.const_data_ptr<index_t>();
       const index_t* c = cols_c.const_data_ptr<index_t>();
-      int64_t bad = cpu::first_out_of_range(r, nnz, 0, m);
-      TORCH_CHECK_INDEX(bad < 0, kOp, ": rows[", bad, "] = ", bad >= 0 ? int64_t(r[bad]) : 0,
-                        " is out of range for W with ", m, " rows");
-      bad = cpu::first_out_of_range(c, nnz, 0, n);
-      TORCH_CHECK_INDEX(bad < 0, kOp, ": cols[", bad, "] = ", bad >= 0 ? int64_t(c[bad]) : 0,
-                        " is out of range for H_t with ", n, " rows (items)");
+      cpu::check_index_range(kOp, "rows", r, nnz, m, "W", "rows");
+      cpu::check_index_range(kOp, "cols", c, nnz, n, "H_t", "rows (items)");
       const scalar_t* w = W_c.const_data_ptr<scalar_t>();
       const scalar_t* h = Ht_c.const_data_ptr<scalar_t>();
       scalar_t* o = out.data_ptr<scalar_t>();

@@ -26,6 +26,7 @@
 #include "../checks.h"
 #include "../math.h"
 #include "bucket_order.h"
+#include "index_range.h"
 
 namespace mfext {
 namespace {
@@ -64,6 +65,21 @@ struct SparseArgs {
   scalar_t* grad_W;        // (m, k) row-major
   scalar_t* grad_Ht;       // (n, k) row-major
 };
+
+// Entry e predicted as `pred`: adds its loss to *loss and returns
+// g_e = d loss / d pred; flags a negative or non-finite weight in *bad.
+template <typename scalar_t>
+inline scalar_t entry_loss_grad(const SparseArgs<scalar_t>& a, int64_t e, scalar_t pred,
+                                double* loss, bool* bad) {
+  const scalar_t r = pred - a.vals[e];
+  if (a.weight == nullptr) {
+    *loss += math::square<double>(r);
+    return math::unit_residual_grad(r);
+  }
+  *bad |= !math::valid_weight(a.weight[e]);
+  *loss += math::weighted_square<double>(r, a.weight[e]);
+  return math::residual_grad(r, a.weight[e]);
+}
 
 // Entries of row i are order[offsets[i] : offsets[i + 1]] (identity order when
 // the rows are sorted). Splits rows into chunks of about equal entry counts.
@@ -106,16 +122,7 @@ double row_pass(const SparseArgs<scalar_t>& a, const index_t* cols,
           const int64_t e = identity_order ? s : by_row.order[s];
           const int64_t col = static_cast<int64_t>(cols[e]);
           const scalar_t* h_c = a.Ht + col * k;
-          const scalar_t r = dot(w_i, h_c, rank) - a.vals[e];
-          scalar_t g;
-          if (a.weight == nullptr) {
-            loss += math::square<double>(r);
-            g = math::unit_residual_grad(r);
-          } else {
-            bad |= !math::valid_weight(a.weight[e]);
-            loss += math::weighted_square<double>(r, a.weight[e]);
-            g = math::residual_grad(r, a.weight[e]);
-          }
+          const scalar_t g = entry_loss_grad(a, e, dot(w_i, h_c, rank), &loss, &bad);
           axpy(acc.data(), g, h_c, rank);
           if (gHt != nullptr) {
             axpy(gHt + col * k, g, w_i, rank);
@@ -157,16 +164,7 @@ double entry_pass(const SparseArgs<scalar_t>& a, const index_t* rows, const inde
         const int64_t i = static_cast<int64_t>(rows[e]), col = static_cast<int64_t>(cols[e]);
         const scalar_t* w_i = a.W + i * k;
         const scalar_t* h_c = a.Ht + col * k;
-        const scalar_t r = dot(w_i, h_c, rank) - a.vals[e];
-        scalar_t g;
-        if (a.weight == nullptr) {
-          loss += math::square<double>(r);
-          g = math::unit_residual_grad(r);
-        } else {
-          bad |= !math::valid_weight(a.weight[e]);
-          loss += math::weighted_square<double>(r, a.weight[e]);
-          g = math::residual_grad(r, a.weight[e]);
-        }
+        const scalar_t g = entry_loss_grad(a, e, dot(w_i, h_c, rank), &loss, &bad);
         axpy(gW + i * k, g, h_c, rank);
         axpy(gHt + col * k, g, w_i, rank);
       }
@@ -217,13 +215,11 @@ void column_pass(const SparseArgs<scalar_t>& a, const index_t* rows,
 template <typename scalar_t, typename index_t, int K>
 double sparse_loss_grad_kernel(const index_t* rows, const index_t* cols,  // (nnz,)
                                const SparseArgs<scalar_t>& a, const at::TensorOptions& opts) {
-  int64_t bad = cpu::first_out_of_range(cols, a.nnz, a.n);
-  TORCH_CHECK_INDEX(bad < 0, kOp, ": cols[", bad, "] = ", bad >= 0 ? int64_t(cols[bad]) : 0,
-                    " is out of range for H with ", a.n, " columns");
+  cpu::check_index_range(kOp, "rows", rows, a.nnz, a.m, "W", "rows");
+  cpu::check_index_range(kOp, "cols", cols, a.nnz, a.n, "H", "columns");
+  int64_t bad = -1;  // stable_bucket_order's report; the indices are checked above
   bool rows_sorted = true;
-  cpu::BucketOrder by_row = cpu::bucket_offsets_if_sorted(rows, a.nnz, a.m, &bad, &rows_sorted);
-  TORCH_CHECK_INDEX(bad < 0, kOp, ": rows[", bad, "] = ", bad >= 0 ? int64_t(rows[bad]) : 0,
-                    " is out of range for W with ", a.m, " rows");
+  cpu::BucketOrder by_row = cpu::bucket_offsets_if_sorted(rows, a.nnz, a.m, &rows_sorted);
 
   const int64_t n_chunks =
       std::max<int64_t>(1, std::min<int64_t>({at::get_num_threads(), a.m, a.nnz / 4096 + 1}));
