@@ -114,7 +114,7 @@ def main() -> None:
     jobs = [dict(kind="dense", solver=s, size=args.size, rank=args.rank, iters=args.iters, cores=cores)
             for s in ("adam", "als")]
     if Path(args.movielens).exists():
-        epochs = {"sgd": 40, "als": 10, "adam": 300} if not args.quick else {"sgd": 3, "als": 2, "adam": 5}
+        epochs = {"sgd": 40, "als": 10, "adam": 50} if not args.quick else {"sgd": 3, "als": 2, "adam": 5}
         jobs += [dict(kind="sparse", solver=s, path=args.movielens, rank=64, iters=epochs[s], cores=cores)
                  for s in ("sgd", "als", "adam")]
     else:
