@@ -77,6 +77,9 @@ def _as_tensor(x, name: str) -> Tensor:
         raise TypeError(f"{name} must be a torch tensor or numpy array, got {type(x).__name__}") from exc
     if arr.dtype == object:
         raise TypeError(f"{name} must be a numeric array, got an object array")
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype} "
+                        f"({type(x).__name__} input)")
     return torch.as_tensor(arr)
 
 
