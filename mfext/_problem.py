@@ -116,6 +116,10 @@ def prepare_problem(
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     A = _as_tensor(A, "A")
+    for what, dev in (("A", A.device), ("device", torch.device(device) if device is not None else None)):
+        if dev is not None and dev.type == "meta":
+            raise ValueError(f"{what} is on the meta device, which holds no data; factorize "
+                             "needs real values (cpu or cuda)")
     if A.dim() != 2:
         raise ValueError(f"A must be a 2-D matrix (m, n), got shape {tuple(A.shape)}")
     m, n = A.shape

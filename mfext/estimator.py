@@ -68,6 +68,37 @@ def _num_threads(n: Optional[int]) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _device_memory(device: torch.device) -> Optional[int]:
+    """Total memory (bytes) of ``device``, or None when unknown."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        if device.type == "cpu":
+            return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None
+    return None
+
+
+def _check_model_size(n_users: int, n_items: int, rank: int, dtype: torch.dtype,
+                      device: torch.device, name: str) -> None:
+    """A clear error when the ids imply a model larger than the device's memory.
+
+    Without a stated shape the model has ``max id + 1`` users and items, so one
+    stray huge id (a raw id such as 2**40 passed as an index) would otherwise
+    end in an allocator failure deep inside fit.
+    """
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    need = (n_users + n_items) * (rank * itemsize + itemsize + 16)  # factors, biases, counts
+    total = _device_memory(device)
+    if total is not None and need > total:
+        raise ValueError(
+            f"{name}: {n_users:,} users x {n_items:,} items at rank {rank} need about "
+            f"{need / 2**30:,.1f} GiB, more than the {total / 2**30:,.1f} GiB of {device}; the "
+            "ids must be indices (max id + 1 sets the size): map raw ids to 0..n-1 first, e.g. "
+            "with mfext.datasets.Ratings")
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
@@ -310,6 +341,7 @@ class MatrixFactorization:
         device = self._resolve_device(data)
         m, n = data.shape if data.shape is not None else (
             int(data.rows.max()) + 1, int(data.cols.max()) + 1)
+        _check_model_size(m, n, prm["rank"], self.dtype, device, "X")
         perm = canonical_order(data.rows, data.cols, m, n)
         rows, cols, vals = data.rows, data.cols, data.vals
         if perm is not None:
@@ -716,6 +748,7 @@ class MatrixFactorization:
             raise ValueError(f"X: the item of rating {bad} is unknown to the model "
                              f"({self.n_items_} items); fold_in needs known items")
         B = t.shape[0] if t.shape is not None else int(rows.max()) + 1
+        _check_model_size(B, 0, int(self.rank), self.dtype, self._device, "X")
         reg, bias_reg, exponent = self._fold_in_reg()
         f = solvers.Factors(self.user_factors_, self.item_factors_, self.user_bias_,
                             self.item_bias_)

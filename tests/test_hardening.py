@@ -90,8 +90,8 @@ FACTORIZE_CASES = {
     "init_bad_shapes": (dict(A=A, rank=2, init=(torch.rand(6, 3), torch.rand(2, 5))),
                         ValueError, "init"),
     "callback_not_callable": (dict(A=A, rank=1, callback=3), TypeError, "callback"),
-    "device_meta": (dict(A=A, rank=1, device="meta"), (ValueError, NotImplementedError,
-                                                      RuntimeError), ""),
+    "device_meta": (dict(A=A, rank=1, device="meta"), ValueError, "meta"),
+    "A_meta": (dict(A=torch.rand(3, 3, device="meta"), rank=1), ValueError, "meta"),
 }
 
 
@@ -168,7 +168,14 @@ FIT_CASES = {
     "2d_ids": ((r.reshape(6, 10), c, v), ValueError, "1-D"),
     "sparse_out_of_shape": (torch.sparse_coo_tensor(torch.tensor([[0, 5], [0, 1]]),
                                                     torch.tensor([1.0, 2.0]), (2, 2)),
-                            (ValueError, RuntimeError), ""),
+                            ValueError, "out of range"),
+    "dense_meta": (torch.rand(3, 3, device="meta"), ValueError, "meta"),
+    "triple_meta": ((r.to("meta"), c.to("meta"), v.to("meta")), ValueError, "meta"),
+    "huge_id_no_shape": ((torch.tensor([0, 2**40]), torch.tensor([0, 1]), torch.tensor([1., 2.])),
+                         ValueError, "GiB"),
+    "uint64_id_beyond_int64": ((torch.tensor([0, 2**63 + 1], dtype=torch.uint64),
+                                torch.tensor([0, 1]), torch.tensor([1., 2.])), ValueError,
+                               "int64"),
 }
 
 
@@ -189,10 +196,13 @@ def test_fit_bad_validation_and_early_stopping():
         model.fit(_triples(), validation=(r, c, v * math.nan))
 
 
-def test_fit_meta_tensor_input():
-    X = (r.to("meta"), c.to("meta"), v.to("meta"))
-    with pytest.raises((ValueError, NotImplementedError, RuntimeError, TypeError)):
-        MatrixFactorization(rank=2, max_iter=1, solver="sgd").fit(X)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.uint64, np.int32])
+def test_fit_unsigned_numpy_ids(dtype):
+    # numpy unsigned ids become torch uint16/32/64, which lack comparison kernels
+    X = (r.numpy().astype(dtype), c.numpy().astype(dtype), v.numpy())
+    a = MatrixFactorization(rank=2, max_iter=2, random_state=0).fit(X)
+    b = MatrixFactorization(rank=2, max_iter=2, random_state=0).fit((r, c, v))
+    assert torch.equal(a.user_factors_, b.user_factors_)
 
 
 PREDICT_CASES = {
@@ -260,6 +270,10 @@ FOLD_IN_CASES = {
                torch.tensor([])), ValueError, "no ratings"),
     "mismatched_lengths": ((torch.tensor([0, 0]), torch.tensor([0]), torch.tensor([3.0])),
                            ValueError, "same length"),
+    "meta": ((torch.tensor([0], device="meta"), torch.tensor([0], device="meta"),
+              torch.tensor([3.0], device="meta")), ValueError, "meta"),
+    "huge_user_id": ((torch.tensor([2**40]), torch.tensor([0]), torch.tensor([3.0])), ValueError,
+                     "GiB"),
 }
 
 
@@ -278,6 +292,8 @@ SCORE_CASES = {
     "negative_item": ((torch.tensor([0]), torch.tensor([-1]), torch.tensor([3.0])), ValueError,
                       "non-negative"),
     "not_fitted": (None, RuntimeError, "not fitted"),
+    "meta": ((torch.tensor([0], device="meta"), torch.tensor([0], device="meta"),
+              torch.tensor([3.0], device="meta")), ValueError, "meta"),
 }
 
 
@@ -650,7 +666,7 @@ def test_fuzz_estimator_input_conversion(data, solver, form):
 COVERED = {
     "factorize": len(FACTORIZE_CASES),
     "MatrixFactorization(hyperparameters)": len(HYPER_CASES),
-    "MatrixFactorization.fit": len(FIT_CASES) + 4,  # + validation/early stopping, meta input
+    "MatrixFactorization.fit": len(FIT_CASES) + 3,  # + validation/early stopping
     "MatrixFactorization.predict": len(PREDICT_CASES),
     "MatrixFactorization.recommend": len(RECOMMEND_CASES) + 1,  # + not fitted
     "MatrixFactorization.fold_in": len(FOLD_IN_CASES),
