@@ -862,6 +862,15 @@ class MatrixFactorization:
         path : str or PathLike
         map_location : device, optional
             Where to put the model (default: where it was saved).
+
+        Raises
+        ------
+        FileNotFoundError
+            No file at ``path``.
+        ValueError
+            The file is not a model written by :meth:`save`: corrupt, truncated,
+            another torch file or a pickle (refused, never executed), an
+            unsupported version, or fields of the wrong type, shape or dtype.
         """
         path = os.fspath(path)
         if not os.path.exists(path):

@@ -553,6 +553,38 @@ def test_sgd_epoch_rejects_overlapping_outputs(case):
         assert torch.equal(t, b)  # rejected before any write
 
 
+INPUT_ALIAS_CASES = ["vals_view_of_W", "vals_view_of_H_t", "vals_is_user_bias",
+                     "rows_view_of_order_target"]
+
+
+@pytest.mark.parametrize("case", INPUT_ALIAS_CASES)
+def test_sgd_epoch_rejects_inputs_overlapping_outputs(case):
+    rows, cols, vals = _sgd_args()
+    W, Ht = torch.rand(5, 4), torch.rand(4, 4)
+    bu, bi = torch.zeros(5), torch.zeros(4)
+    order = None
+    if case == "vals_view_of_W":
+        vals = W.view(-1)[:20]
+    elif case == "vals_view_of_H_t":
+        Ht, bi = torch.rand(6, 4), torch.zeros(6)
+        vals = Ht.view(-1)[-20:]
+    elif case == "vals_is_user_bias":
+        bu = torch.zeros(20)
+        W = torch.rand(20, 4)
+        vals = bu
+    else:  # int64 ids sharing memory with a float64 W (a reinterpreting view)
+        W, Ht = torch.rand(5, 4, dtype=torch.float64), torch.rand(4, 4, dtype=torch.float64)
+        bu, bi = torch.zeros(5, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+        vals = vals.double()
+        order = W.view(-1).view(torch.int64)[:0]  # empty: allowed
+        rows = W.view(-1).view(torch.int64)[:20]
+    before = [t.clone() for t in (W, Ht, bu, bi)]
+    with pytest.raises(RuntimeError, match="overlaps"):
+        cf_ops.sgd_epoch_(W, Ht, bu, bi, rows, cols, vals, order=order, lr=0.01, reg=0.0)
+    for t, b in zip((W, Ht, bu, bi), before):
+        assert torch.equal(t, b)
+
+
 def test_sgd_epoch_distinct_storages_run():
     rows, cols, vals = _sgd_args()
     W, Ht = torch.rand(5, 3), torch.rand(4, 3)
@@ -675,7 +707,7 @@ COVERED = {
     "MatrixFactorization.save": 1,
     "datasets.load_movielens": len(DATASET_CASES) + 2,  # + missing file, empty directory
     "cli": len(CLI_CASES),
-    "sgd_epoch_ (aliasing)": len(ALIAS_CASES),
+    "sgd_epoch_ (aliasing)": len(ALIAS_CASES) + len(INPUT_ALIAS_CASES),
 }
 
 
