@@ -840,6 +840,10 @@ class MatrixFactorization:
         }
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"MatrixFactorization.save: no such directory: {folder}")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"MatrixFactorization.save: {path} is a directory")
         fd, tmp = tempfile.mkstemp(prefix=".mfext-", suffix=".tmp", dir=folder)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -883,9 +887,10 @@ class MatrixFactorization:
                 UnicodeDecodeError) as exc:
             if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
                 raise
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise ValueError(f"{path} is not a readable MatrixFactorization file (corrupt, "
-                             f"truncated or not written by save): {first[:200]}") from None
+                             f"truncated or not written by save): {type(exc).__name__}: "
+                             f"{first[:200]}") from None
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a saved MatrixFactorization")
         if state.get("version") != _FORMAT_VERSION:

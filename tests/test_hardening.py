@@ -374,6 +374,7 @@ def saved_model(tmp_path_factory):
     return path
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("kind", LOAD_CASES)
 def test_load_corrupt_model_is_value_error(tmp_path, saved_model, kind):
     path = tmp_path / "bad.pt"
@@ -387,6 +388,21 @@ def test_load_missing_file(tmp_path):
         MatrixFactorization.load(tmp_path / "nope.pt")
 
 
+def test_save_bad_destination(tmp_path):
+    model = _fitted()
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        model.save(tmp_path / "missing" / "model.pt")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        model.save(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_directory(tmp_path):
+    with pytest.raises(IsADirectoryError):
+        MatrixFactorization.load(tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_save_failure_keeps_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "model.pt"
     model = _fitted()
@@ -491,6 +507,9 @@ CLI_CASES = {
                                              "--user", "1"],
     "recommend_unknown_user": lambda d, m: ["recommend", str(m), "--user", "999999"],
     "recommend_n_zero": lambda d, m: ["recommend", str(m), "--user", "1", "-n", "0"],
+    "recommend_directory_as_model": lambda d, m: ["recommend", str(d), "--user", "1"],
+    "fit_out_in_missing_directory": lambda d, m: ["fit", str(m.parent / "u.data"), "--rank", "2",
+                                                  "--out", str(d / "no" / "such" / "o.pt")],
 }
 
 
@@ -703,8 +722,8 @@ COVERED = {
     "MatrixFactorization.recommend": len(RECOMMEND_CASES) + 1,  # + not fitted
     "MatrixFactorization.fold_in": len(FOLD_IN_CASES),
     "MatrixFactorization.score": len(SCORE_CASES),
-    "MatrixFactorization.load": len(LOAD_CASES) + 1,  # + missing file
-    "MatrixFactorization.save": 1,
+    "MatrixFactorization.load": len(LOAD_CASES) + 2,  # + missing file, directory
+    "MatrixFactorization.save": 3,  # failure mid-write, missing directory, directory as path
     "datasets.load_movielens": len(DATASET_CASES) + 2,  # + missing file, empty directory
     "cli": len(CLI_CASES),
     "sgd_epoch_ (aliasing)": len(ALIAS_CASES) + len(INPUT_ALIAS_CASES),
