@@ -81,7 +81,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             from mfext.bench.cf import recommend_command
 
             recommend_command(args.model, args.user, n=args.n, include_seen=args.include_seen)
-    except (MissingFeature, ValueError, FileNotFoundError) as exc:
+    except (MissingFeature, ValueError, OSError) as exc:  # OSError: missing file, directory, ...
         print(f"mfext {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -42,6 +42,10 @@ class Triple:
         return int(self.vals.numel())
 
 
+_WIDE_UNSIGNED = tuple(getattr(torch, n) for n in ("uint16", "uint32", "uint64")
+                       if hasattr(torch, n))
+
+
 def _is_scipy_sparse(X: Any) -> bool:
     try:
         import scipy.sparse as sp
@@ -64,6 +68,8 @@ def _to_tensor(x: Any, name: str) -> Tensor:
 def as_ids(x: Any, name: str) -> Tensor:
     """1-D int64 ids from a tensor/array/sequence; non-integers and negatives are errors."""
     t = _to_tensor(x, name)
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (no data); pass ids on a real device")
     if t.dim() == 0:
         t = t.reshape(1)
     if t.dim() != 1:
@@ -76,6 +82,17 @@ def as_ids(x: Any, name: str) -> Tensor:
             pos = int(bad.nonzero()[0, 0])
             raise ValueError(f"{name} must hold integer ids; {name}[{pos}] = {t[pos].item()} is not "
                              "an integer")
+    if t.dtype in _WIDE_UNSIGNED:
+        # torch has few kernels for uint16/32/64: compare on an int64 copy (uint64
+        # ids of 2**63 or more wrap to negative in the bit view, so catch them first)
+        if t.dtype == torch.uint64:
+            big = t.view(torch.int64) < 0
+            if bool(big.any()):
+                pos = int(big.nonzero()[0, 0])
+                raise ValueError(f"{name}[{pos}] = {int(t[pos].item())} does not fit in int64")
+            t = t.view(torch.int64)
+        else:
+            t = t.to(torch.int64)
     if t.numel() and bool((t < 0).any()):
         pos = int((t < 0).nonzero()[0, 0])
         raise ValueError(f"{name} must hold non-negative ids; {name}[{pos}] = {int(t[pos])}")
@@ -87,6 +104,11 @@ def _check_vals(vals: Tensor, name: str) -> Tensor:
         raise ValueError(f"{name}: ratings must be 1-D, got shape {tuple(vals.shape)}")
     if vals.dtype == torch.bool or vals.is_complex():
         raise TypeError(f"{name}: ratings must be real numbers, got dtype {vals.dtype}")
+    if vals.device.type == "meta":
+        raise ValueError(f"{name}: the ratings are a meta tensor (no data); pass them on a "
+                         "real device")
+    if vals.dtype in _WIDE_UNSIGNED:
+        vals = vals.to(torch.float64)
     if not vals.is_floating_point():
         vals = vals.to(torch.float64)
     finite = torch.isfinite(vals)
@@ -110,6 +132,8 @@ def to_triple(X: Any, name: str = "X", *, allow_empty: bool = False) -> Triple:
     """
     shape: Optional[Tuple[int, int]] = None
     user_ids = item_ids = None
+    if isinstance(X, Tensor) and X.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (no data); pass ratings on a real device")
     if isinstance(X, Ratings):
         rows, cols, vals = X.rows, X.cols, X.vals
         shape = (X.n_users, X.n_items)

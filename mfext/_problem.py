@@ -77,6 +77,9 @@ def _as_tensor(x, name: str) -> Tensor:
         raise TypeError(f"{name} must be a torch tensor or numpy array, got {type(x).__name__}") from exc
     if arr.dtype == object:
         raise TypeError(f"{name} must be a numeric array, got an object array")
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype} "
+                        f"({type(x).__name__} input)")
     return torch.as_tensor(arr)
 
 
@@ -113,6 +116,10 @@ def prepare_problem(
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     A = _as_tensor(A, "A")
+    for what, dev in (("A", A.device), ("device", torch.device(device) if device is not None else None)):
+        if dev is not None and dev.type == "meta":
+            raise ValueError(f"{what} is on the meta device, which holds no data; factorize "
+                             "needs real values (cpu or cuda)")
     if A.dim() != 2:
         raise ValueError(f"A must be a 2-D matrix (m, n), got shape {tuple(A.shape)}")
     m, n = A.shape

@@ -31,6 +31,7 @@ import contextlib
 import inspect
 import math
 import os
+import pickle
 import tempfile
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -67,6 +68,37 @@ def _num_threads(n: Optional[int]) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _device_memory(device: torch.device) -> Optional[int]:
+    """Total memory (bytes) of ``device``, or None when unknown."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        if device.type == "cpu":
+            return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None
+    return None
+
+
+def _check_model_size(n_users: int, n_items: int, rank: int, dtype: torch.dtype,
+                      device: torch.device, name: str) -> None:
+    """A clear error when the ids imply a model larger than the device's memory.
+
+    Without a stated shape the model has ``max id + 1`` users and items, so one
+    stray huge id (a raw id such as 2**40 passed as an index) would otherwise
+    end in an allocator failure deep inside fit.
+    """
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    need = (n_users + n_items) * (rank * itemsize + itemsize + 16)  # factors, biases, counts
+    total = _device_memory(device)
+    if total is not None and need > total:
+        raise ValueError(
+            f"{name}: {n_users:,} users x {n_items:,} items at rank {rank} need about "
+            f"{need / 2**30:,.1f} GiB, more than the {total / 2**30:,.1f} GiB of {device}; the "
+            "ids must be indices (max id + 1 sets the size): map raw ids to 0..n-1 first, e.g. "
+            "with mfext.datasets.Ratings")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -320,6 +352,7 @@ class MatrixFactorization:
         device = self._resolve_device(data)
         m, n = data.shape if data.shape is not None else (
             int(data.rows.max()) + 1, int(data.cols.max()) + 1)
+        _check_model_size(m, n, prm["rank"], self.dtype, device, "X")
         comm = self._comm = get_communicator(distributed)
         if comm.distributed:
             n = max(comm.all_gather_objects(n, "item count"))
@@ -773,6 +806,7 @@ class MatrixFactorization:
             raise ValueError(f"X: the item of rating {bad} is unknown to the model "
                              f"({self.n_items_} items); fold_in needs known items")
         B = t.shape[0] if t.shape is not None else int(rows.max()) + 1
+        _check_model_size(B, 0, int(self.rank), self.dtype, self._device, "X")
         reg, bias_reg, exponent = self._fold_in_reg()
         f = solvers.Factors(self.user_factors_, self.item_factors_, self.user_bias_,
                             self.item_bias_)
@@ -864,6 +898,10 @@ class MatrixFactorization:
         }
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"MatrixFactorization.save: no such directory: {folder}")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"MatrixFactorization.save: {path} is a directory")
         fd, tmp = tempfile.mkstemp(prefix=".mfext-", suffix=".tmp", dir=folder)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -886,33 +924,107 @@ class MatrixFactorization:
         path : str or PathLike
         map_location : device, optional
             Where to put the model (default: where it was saved).
+
+        Raises
+        ------
+        FileNotFoundError
+            No file at ``path``.
+        ValueError
+            The file is not a model written by :meth:`save`: corrupt, truncated,
+            another torch file or a pickle (refused, never executed), an
+            unsupported version, or fields of the wrong type, shape or dtype.
         """
-        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"MatrixFactorization.load: no such file: {path}")
+        try:
+            # weights_only: a foreign or malicious pickle is refused, never executed
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError,
+                AttributeError, ImportError, IndexError, KeyError, OSError,
+                UnicodeDecodeError) as exc:
+            if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ValueError(f"{path} is not a readable MatrixFactorization file (corrupt, "
+                             f"truncated or not written by save): {type(exc).__name__}: "
+                             f"{first[:200]}") from None
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a saved MatrixFactorization")
         if state.get("version") != _FORMAT_VERSION:
             raise ValueError(f"{path}: unsupported format version {state.get('version')!r}")
+        try:
+            model = cls._from_state(state, map_location)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            raise ValueError(f"{path} holds a malformed MatrixFactorization: "
+                             f"{type(exc).__name__}: {exc}") from None
+        return model
+
+    @classmethod
+    def _from_state(cls, state: Dict[str, Any], map_location: Optional[Any]) -> "MatrixFactorization":
+        """Rebuild a model from the dict of :meth:`save`, checking every field."""
         params = dict(state["params"])
+        unknown = set(params) - set(cls._param_names())
+        if unknown:
+            raise ValueError(f"unknown parameters {sorted(unknown)}")
+        if params.get("dtype") not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {params.get('dtype')!r}")
         params["dtype"] = getattr(torch, params["dtype"])
         model = cls(**params)
+        model._resolved()  # the saved hyperparameters must be valid
         device = torch.device(map_location if map_location is not None else state["device"])
+        s = state["scalars"]
+        n_users, n_items = s["n_users"], s["n_items"]
+        for name, v in (("n_users", n_users), ("n_items", n_items)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {v!r}")
+        tensors = state["tensors"]
+        rank = int(params["rank"])
+        expected = {"user_factors": (params["dtype"], (n_users, rank)),
+                    "item_factors": (params["dtype"], (n_items, rank)),
+                    "user_bias": (params["dtype"], (n_users,)),
+                    "item_bias": (params["dtype"], (n_items,)),
+                    "user_counts": (torch.int64, (n_users,)),
+                    "item_counts": (torch.int64, (n_items,)),
+                    "seen_indptr": (torch.int64, (n_users + 1,)),
+                    "seen_items": (torch.int64, None)}
+        for name, (dtype, shape) in expected.items():
+            t = tensors[name]
+            if not isinstance(t, Tensor) or t.dtype != dtype or (
+                    shape is not None and tuple(t.shape) != shape) or (
+                    shape is None and t.dim() != 1):
+                got = (f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor)
+                       else type(t).__name__)
+                raise ValueError(f"tensor {name!r} must be {dtype} of shape "
+                                 f"{shape if shape is not None else '(nnz,)'}, got {got}")
+        indptr, seen = tensors["seen_indptr"], tensors["seen_items"]
+        if (int(indptr[0]) != 0 or int(indptr[-1]) != seen.numel()
+                or bool((indptr[1:] < indptr[:-1]).any())
+                or (seen.numel() and (int(seen.min()) < 0 or int(seen.max()) >= n_items))):
+            raise ValueError("the seen-items index is inconsistent")
+        for name in ("user_factors", "item_factors", "user_bias", "item_bias"):
+            if not bool(torch.isfinite(tensors[name]).all()):
+                raise ValueError(f"tensor {name!r} holds NaN or Inf")
         model._device = device
-        t = {k: v.to(device) for k, v in state["tensors"].items()}
+        t = {k: tensors[k].to(device) for k in expected}
         model.user_factors_, model.item_factors_ = t["user_factors"], t["item_factors"]
         model.user_bias_, model.item_bias_ = t["user_bias"], t["item_bias"]
         model.user_counts_, model.item_counts_ = t["user_counts"], t["item_counts"]
         model._seen_indptr, model._seen_items = t["seen_indptr"], t["seen_items"]
-        s = state["scalars"]
-        model.global_mean_, model.rating_mean_ = s["global_mean"], s["rating_mean"]
-        model.n_users_, model.n_items_ = s["n_users"], s["n_items"]
-        model.n_iter_, model.best_epoch_ = s["n_iter"], s["best_epoch"]
+        model.global_mean_, model.rating_mean_ = float(s["global_mean"]), float(s["rating_mean"])
+        model.n_users_, model.n_items_ = n_users, n_items
+        model.n_iter_, model.best_epoch_ = int(s["n_iter"]), s["best_epoch"]
         model.history_ = list(state["history"])
 
-        def ids_in(ids):
+        def ids_in(ids, n, side):
             if ids is None:
                 return None
-            return ids.numpy() if isinstance(ids, Tensor) else np.asarray(ids)
+            out = ids.numpy() if isinstance(ids, Tensor) else np.asarray(ids)
+            if out.shape != (n,):
+                raise ValueError(f"{side}_ids must have {n} entries, got shape {out.shape}")
+            return out
 
-        model.user_ids_, model.item_ids_ = ids_in(state["user_ids"]), ids_in(state["item_ids"])
+        model.user_ids_ = ids_in(state["user_ids"], n_users, "user")
+        model.item_ids_ = ids_in(state["item_ids"], n_items, "item")
         model._lookups = {}
         return model

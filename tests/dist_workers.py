@@ -59,6 +59,8 @@ def dying_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         message = f"{type(exc).__name__}: {exc}"
     with open(os.path.join(out_dir, "rank0.txt"), "w") as f:
         f.write(f"{time.monotonic() - t0:.2f}\n{message}")
+    # The process group lost a peer: skip its teardown, which may abort the process.
+    os._exit(0)
 
 
 def checkpoint_worker(rank: int, world: int, init_file: str, out_dir: str, A: torch.Tensor,

@@ -24,6 +24,7 @@
 // are kept per schedule slot and added in slot order (blocked mode is
 // deterministic, loss included).
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -35,6 +36,7 @@
 #include <cmath>
 #include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -267,6 +269,25 @@ at::Tensor sgd_epoch_cpu(const at::Tensor& W,                         // (m, k),
                       !mutated[a]->is_alias_of(*mutated[b]),
                   kOp, ": '", mutated_names[a], "' and '", mutated_names[b],
                   "' share memory; the tensors updated in place must be distinct");
+    }
+  }
+  // An input that overlaps a tensor written in place would be read after the
+  // kernel has overwritten it (e.g. vals a view of W): reject it up front.
+  const std::pair<const char*, const at::Tensor*> inputs[] = {
+      {"rows", &rows}, {"cols", &cols}, {"vals", &vals},
+      {"order", order.has_value() ? &*order : nullptr},
+      {"block_ptr", block_ptr.has_value() ? &*block_ptr : nullptr},
+      {"schedule", schedule.has_value() ? &*schedule : nullptr}};
+  for (int a = 0; a < 4; ++a) {
+    if (!(use_biases || a < 2) || mutated[a]->numel() == 0) continue;
+    for (const auto& [in_name, in] : inputs) {
+      if (in == nullptr || in->numel() == 0) continue;
+      const at::MemOverlapStatus status = at::get_overlap_status(*mutated[a], *in);
+      const bool overlap = status == at::MemOverlapStatus::Full ||
+                           status == at::MemOverlapStatus::Partial ||
+                           (status == at::MemOverlapStatus::TooHard && mutated[a]->is_alias_of(*in));
+      TORCH_CHECK(!overlap, kOp, ": input '", in_name, "' overlaps '", mutated_names[a],
+                  "', which is updated in place; pass a copy (e.g. ", in_name, ".clone())");
     }
   }
   TORCH_CHECK(std::isfinite(lr) && lr > 0, kOp, ": lr must be finite and positive, got ", lr);
