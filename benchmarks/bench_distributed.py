@@ -51,22 +51,10 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, job: dict) -> N
         record["seconds"] = time.perf_counter() - t0
         record["epochs"] = result.n_iter
     else:
-        import scipy.sparse as sp
-
-        from mfext.datasets import load_movielens, train_test_split
-
-        train, test = train_test_split(load_movielens(job["path"]), test_size=0.1, seed=0)
-        r0, r1 = mdist.row_block(train.n_users, world, rank)
-
-        def local(part):  # this rank's users, re-indexed from 0
-            mine = (part.rows >= r0) & (part.rows < r1)
-            return sp.coo_matrix((part.vals[mine].numpy(), ((part.rows[mine] - r0).numpy(),
-                                  part.cols[mine].numpy())), shape=(r1 - r0, train.n_items))
-
+        X, V, _ = mdist.load_ratings_shard(job["path"], test_size=0.1, seed=0)
         model = mfext.MatrixFactorization(rank=job["rank"], solver=job["solver"],
                                           max_iter=job["iters"], random_state=0,
                                           n_threads=max(1, job["cores"] // world))
-        X, V = local(train), local(test)
         mdist.collective_stats(reset=True)
         dist.barrier()
         t0 = time.perf_counter()

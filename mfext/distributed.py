@@ -32,6 +32,7 @@ __all__ = [
     "collective_stats",
     "save_checkpoint",
     "load_checkpoint",
+    "load_ratings_shard",
 ]
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("MFEXT_DIST_TIMEOUT", "60"))
@@ -261,6 +262,42 @@ def load_checkpoint(path: "os.PathLike[str] | str", local_rows: Optional[int] = 
             )
         state["W"] = state["W"][row0:row0 + local_rows].clone()
     return state
+
+
+def load_ratings_shard(path: "os.PathLike[str] | str", comm: Optional[Communicator] = None,
+                       *, test_size: float = 0.0, seed: int = 0):
+    """This rank's users' ratings from a MovieLens-format file, ready for ``fit``.
+
+    Users are split into contiguous blocks of the global user index (as
+    :func:`row_block`), items keep their global index, so every rank can pass its
+    shard straight to ``MatrixFactorization.fit(..., distributed=True)``. Each rank
+    parses the file and keeps only its block: the training memory is sharded, the
+    parsing is not.
+
+    Returns
+    -------
+    (train, test, row0) : scipy.sparse.coo_matrix (m_local, n) twice (test is None
+    when ``test_size`` is 0), and this rank's first global user index.
+    """
+    import scipy.sparse as sp
+
+    from .datasets import load_movielens, train_test_split
+
+    comm = comm if comm is not None else get_communicator()
+    ratings = load_movielens(path)
+    parts = (train_test_split(ratings, test_size=test_size, seed=seed) if test_size
+             else (ratings, None))
+    r0, r1 = row_block(ratings.n_users, comm.world_size, comm.rank)
+
+    def local(part):
+        if part is None:
+            return None
+        mine = (part.rows >= r0) & (part.rows < r1)
+        return sp.coo_matrix(
+            (part.vals[mine].numpy(), ((part.rows[mine] - r0).numpy(), part.cols[mine].numpy())),
+            shape=(r1 - r0, ratings.n_items))
+
+    return local(parts[0]), local(parts[1]), r0
 
 
 def get_communicator(distributed: Optional[bool] = None) -> Communicator:

@@ -101,3 +101,17 @@ def sparse_worker(rank: int, world: int, init_file: str, out_dir: str, data: tup
                 "bi": model.item_bias_, "history": [h["train_rmse"] for h in model.history_]},
                os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
+
+
+def shard_worker(rank: int, world: int, init_file: str, out_dir: str, path: str) -> None:
+    """Each rank loads its users' shard of a ratings file and fits ALS on it."""
+    import mfext
+    from mfext.distributed import load_ratings_shard
+
+    start(rank, world, init_file)
+    train, test, row0 = load_ratings_shard(path, test_size=0.2, seed=0)
+    model = mfext.MatrixFactorization(rank=3, solver="als", max_iter=3, random_state=0,
+                                      dtype=torch.float64).fit(train, validation=test)
+    torch.save({"row0": row0, "users": train.shape[0], "Ht": model.item_factors_,
+                "val": model.history_[-1]["val_rmse"]}, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()

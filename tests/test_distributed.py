@@ -156,3 +156,18 @@ def test_sparse_dsgd_two_ranks_reach_the_quality_bar(tmp_path):
     final = parts[0]["history"][-1]
     assert final == parts[1]["history"][-1]
     assert final <= max(0.15, 1.1 * single.history_[-1]["train_rmse"])
+
+
+def test_each_rank_loads_its_shard_from_a_file(tmp_path):
+    gen = torch.Generator().manual_seed(4)
+    lines = [f"{u}\t{i}\t{int(r)}\t0" for u in range(1, 31) for i in range(1, 21)
+             if torch.rand(1, generator=gen).item() < 0.5
+             for r in [torch.randint(1, 6, (1,), generator=gen).item()]]
+    path = tmp_path / "u.data"
+    path.write_text("\n".join(lines) + "\n")
+    _spawn(dist_workers.shard_worker, (str(path),), 2, tmp_path)
+    parts = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert parts[0]["row0"] == 0 and parts[1]["row0"] == parts[0]["users"]
+    assert parts[0]["users"] + parts[1]["users"] == 30
+    assert torch.equal(parts[0]["Ht"], parts[1]["Ht"])
+    assert parts[0]["val"] == parts[1]["val"]
