@@ -69,14 +69,8 @@ def speedup_vs_size(rows: List[dict], path: Path, title: str = "") -> Path:
         ax.set_xlabel("m·n (entries of A)" if kind == "dense" else "nnz (observed entries)")
         ax.set_ylabel("speedup over autograd (×)")
         ax.set_title(f"{kind}: loss + gradients")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        _legend(ax)
+    return _save(plt, fig, path, title)
 
 
 def time_vs_k(rows: List[dict], path: Path, title: str = "") -> Path:
@@ -99,8 +93,17 @@ def time_vs_k(rows: List[dict], path: Path, title: str = "") -> Path:
         ax.set_xlabel("rank k")
         ax.set_ylabel("median ms per step")
         ax.set_title(f"{kind}: time against k")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+        _legend(ax)
+    return _save(plt, fig, path, title)
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def _save(plt, fig, path: Path, title: str) -> Path:
+    """Title the figure with the machine, write it to ``path`` and close it."""
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()
