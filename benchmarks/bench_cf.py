@@ -77,18 +77,24 @@ def problem(train: ds.Ratings, biases: bool = True) -> solvers.Problem:
                            float(vals.double().mean()), biases, False)
 
 
+def epoch_times(solver, repeat: int) -> list:
+    """Seconds of ``repeat`` epochs after one warm-up epoch."""
+    solver.epoch(0)
+    times = []
+    for t in range(repeat):
+        start = time.perf_counter()
+        solver.epoch(t + 1)
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def bench_sgd_throughput(train: ds.Ratings, rank: int, repeat: int) -> dict:
     p = problem(train)
     gen = torch.Generator().manual_seed(0)
     f = solvers.init_factors(p, rank, 0.05, gen, torch.float32, torch.device("cpu"))
     solver = solvers.SgdSolver(p, f, lr=0.01, lr_decay=1.0, reg=0.05, bias_reg=0.01, gen=gen,
                                n_threads=torch.get_num_threads())
-    solver.epoch(0)  # warm-up
-    times = []
-    for t in range(repeat):
-        start = time.perf_counter()
-        solver.epoch(t + 1)
-        times.append(time.perf_counter() - start)
+    times = epoch_times(solver, repeat)
     med = statistics.median(times)
     return {"nnz": train.nnz, "rank": rank, "epoch_seconds": times, "median_epoch_seconds": med,
             "updates_per_second": train.nnz / med, "grid": solver.P}
@@ -101,12 +107,7 @@ def bench_als_epoch(train: ds.Ratings, rank: int, repeat: int) -> dict:
     start = time.perf_counter()
     solver = solvers.AlsSolver(p, f, reg=0.3, bias_reg=0.3, exponent=0.75)
     setup = time.perf_counter() - start
-    solver.epoch(0)  # warm-up
-    times = []
-    for t in range(repeat):
-        start = time.perf_counter()
-        solver.epoch(t + 1)
-        times.append(time.perf_counter() - start)
+    times = epoch_times(solver, repeat)
     return {"nnz": train.nnz, "rank": rank, "setup_seconds": setup, "epoch_seconds": times,
             "median_epoch_seconds": statistics.median(times)}
 

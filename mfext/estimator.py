@@ -389,8 +389,9 @@ class MatrixFactorization:
                                   bool(self.nonnegative))
         with _num_threads(prm["n_threads"]):
             if comm.distributed:
-                f = self._init_distributed(problem, prm, gen, device)
-                solver = self._make_distributed_solver(problem, f, prm, gen)
+                counts = dist_solvers.global_item_counts(problem, comm)
+                f = self._init_distributed(problem, prm, gen, device, counts)
+                solver = self._make_distributed_solver(problem, f, prm, gen, counts)
             else:
                 f = solvers.init_factors(problem, prm["rank"], prm["init_std"], gen, self.dtype, device)
                 solver = self._make_solver(problem, f, prm, gen)
@@ -409,11 +410,11 @@ class MatrixFactorization:
         return solvers.AdamSolver(p, f, lr=prm["lr"], reg=prm["reg"], bias_reg=prm["bias_reg"])
 
     def _init_distributed(self, p: solvers.Problem, prm: Dict[str, Any], gen: torch.Generator,
-                          device: torch.device) -> solvers.Factors:
+                          device: torch.device, item_counts: Tensor) -> solvers.Factors:
         """This rank's rows of the factors one process would draw for all users."""
         comm = self._comm
         row0, m_total = comm.row_offset(p.m)
-        rated_items = torch.nonzero(dist_solvers.global_item_counts(p, comm)).flatten()
+        rated_items = torch.nonzero(item_counts).flatten()
         proxy = solvers.Problem(p.rows.cpu() + row0, rated_items, p.vals, m_total, p.n, p.mu,
                                 p.biases, p.nonnegative)
         full = solvers.init_factors(proxy, prm["rank"], prm["init_std"], gen, self.dtype, device)
@@ -421,9 +422,8 @@ class MatrixFactorization:
         return solvers.Factors(W, full.Ht, full.bu[row0:row0 + p.m].contiguous(), full.bi)
 
     def _make_distributed_solver(self, p: solvers.Problem, f: solvers.Factors,
-                                 prm: Dict[str, Any], gen: torch.Generator):
+                                 prm: Dict[str, Any], gen: torch.Generator, counts: Tensor):
         comm = self._comm
-        counts = dist_solvers.global_item_counts(p, comm)
         if self.solver == "sgd":
             return dist_solvers.DsgdSolver(p, f, comm, gen=gen, lr=prm["lr"],
                                            lr_decay=prm["lr_decay"], reg=prm["reg"],

@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import re
 
 import numpy as np
@@ -17,17 +16,10 @@ import torch
 
 import mfext  # noqa: F401  (registers the ops)
 from mfext import cf_ops
+from mfext.estimator import _num_threads as threads
 from conftest import RTOL, rel_err
 
 
-@contextlib.contextmanager
-def threads(n):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- SGD
