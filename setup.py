@@ -71,7 +71,9 @@ def _cuda_decision() -> tuple[bool, str]:
 
 def _extension():
     build_cuda, reason = _cuda_decision()
-    sources = ["csrc/mfext.cpp", "csrc/checks.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    # csrc/*.cpp: the schemas and the device-independent argument checks.
+    shared = sorted(set(glob.glob("csrc/*.cpp")) - {"csrc/no_cuda.cpp"})
+    sources = shared + sorted(glob.glob("csrc/cpu/*.cpp"))
     cxx = ["-O3", "-fopenmp", "-std=c++17"]
     ldflags = ["-fopenmp"]
     if _flag("MFEXT_PORTABLE") != "1":

@@ -12,13 +12,24 @@ flags=(-std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
        -fno-sanitize-recover=undefined -pthread -DMFEXT_CUDA_EMU -Wall -Werror
        -Wno-unknown-pragmas -Wno-unused-function)
 objs=()
-for src in csrc/cuda/*.cu csrc/cuda/emu/emu_test.cpp; do
+for src in csrc/cuda/*.cu; do
   # The SGD kernel (sgd_epoch.cu, not wired to an op yet) has no emulation test.
   [ "$(basename "$src")" = sgd_epoch.cu ] && continue
   obj="$out/$(basename "$src").o"
   "$CXX" "${flags[@]}" -x c++ -c "$src" -o "$obj" &
   objs+=("$obj")
 done
+# Each csrc/cuda/emu/*_test.cpp is its own program over every kernel object.
+tests=(csrc/cuda/emu/*_test.cpp)
+for src in "${tests[@]}"; do
+  "$CXX" "${flags[@]}" -c "$src" -o "$out/$(basename "$src").o" &
+done
 wait
-"$CXX" "${flags[@]}" "${objs[@]}" -o "$out/emu_test"
-ASAN_OPTIONS=detect_leaks=0 "$out/emu_test" "$@"
+status=0
+for src in "${tests[@]}"; do
+  name=$(basename "$src" .cpp)
+  "$CXX" "${flags[@]}" "${objs[@]}" "$out/$name.cpp.o" -o "$out/$name"
+  echo "== $name"
+  ASAN_OPTIONS=detect_leaks=0 "$out/$name" "$@" || status=1
+done
+exit $status

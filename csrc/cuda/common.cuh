@@ -139,6 +139,13 @@ __device__ __forceinline__ void note_bad(unsigned long long& slot, int64_t posit
   if (p < slot) slot = p;
 }
 
+// True when any field of `status` records a bad input.
+__device__ __forceinline__ bool has_error(const Status* status) {
+  return status->bad_row != kNoError || status->bad_col != kNoError ||
+         status->bad_weight != kNoError || status->bad_aux[0] != kNoError ||
+         status->bad_aux[1] != kNoError || status->bad_aux[2] != kNoError;
+}
+
 __device__ __forceinline__ void flush_bad(unsigned long long* status_field,
                                           unsigned long long local) {
   if (local != kNoError) atomicMin(status_field, local);

@@ -30,13 +30,65 @@ std::array<ErrorMailbox*, kMaxDevices> g_device{};  // device view of the same m
 std::atomic<int> g_dense_path{0};
 
 const char* op_name(int op) {
-  return op == kOpDense ? "mfext::dense_loss_grad" : "mfext::sparse_loss_grad";
+  switch (op) {
+    case kOpDense: return "mfext::dense_loss_grad";
+    case kOpSparse: return "mfext::sparse_loss_grad";
+    case kOpSgd: return "mfext::sgd_epoch_";
+    case kOpAlsNormal: return "mfext::als_normal_equations";
+    default: return "mfext::als_solve";
+  }
 }
 
-constexpr const char* kDeferred =
-    " (found on the GPU by an earlier call, which returned a NaN loss and NaN gradients: "
-    "CUDA ops report bad input at the next mfext call or at mfext.cuda_check_errors(), "
-    "so that they never synchronize the device)";
+// What the reporting call returned instead of its results.
+const char* deferred_note(int op) {
+  switch (op) {
+    case kOpSgd:
+      return " (found on the GPU by an earlier call, which left W, H_t and the biases "
+             "unchanged and returned a NaN loss: CUDA ops report bad input at the next mfext "
+             "call or at mfext.cuda_check_errors(), so that they never synchronize the device)";
+    case kOpAlsNormal:
+    case kOpAlsSolve:
+      return " (found on the GPU by an earlier call, which returned NaN results: CUDA ops "
+             "report bad input at the next mfext call or at mfext.cuda_check_errors(), so "
+             "that they never synchronize the device)";
+    default:
+      return " (found on the GPU by an earlier call, which returned a NaN loss and NaN "
+             "gradients: CUDA ops report bad input at the next mfext call or at "
+             "mfext.cuda_check_errors(), so that they never synchronize the device)";
+  }
+}
+
+// The CPU kernels' message for a bad entry of an index array (index_range.h and
+// the ops' own checks), so that both devices say the same thing.
+void describe_index_error(std::ostringstream& msg, const ErrorMailbox& e) {
+  const bool sgd = e.op == kOpSgd;
+  const bool als = e.op == kOpAlsNormal || e.op == kOpAlsSolve;
+  if (e.kind == kErrRow) {
+    msg << "rows[" << e.position << "] = " << e.value << " is out of range for W with "
+        << e.bound << " rows";
+  } else if (e.kind == kErrCol && sgd) {
+    msg << "cols[" << e.position << "] = " << e.value << " is out of range for H_t with "
+        << e.bound << " rows (items)";
+  } else if (e.kind == kErrCol && als) {
+    msg << "indices[" << e.position << "] = " << e.value << " is out of range for F with "
+        << e.bound << " rows";
+  } else if (e.kind == kErrCol) {
+    msg << "cols[" << e.position << "] = " << e.value << " is out of range for H with "
+        << e.bound << " columns";
+  } else if (als) {  // kErrAux0: indptr
+    msg << "indptr must hold non-decreasing offsets within [0, " << e.bound << "], got indptr["
+        << e.position << "] = " << e.value;
+  } else if (e.kind == kErrAux0) {  // sgd: block_ptr
+    msg << "block_ptr must be non-decreasing offsets within [0, " << e.bound
+        << "], got block_ptr[" << e.position << "] = " << e.value;
+  } else if (e.kind == kErrAux0 + 1) {  // sgd: schedule
+    msg << "schedule holds block id " << e.value << " at flat position " << e.position
+        << "; block ids must lie in [0, " << e.bound << ") or be -1 (an empty slot)";
+  } else {  // sgd: order
+    msg << "order[" << e.position << "] = " << e.value << " is out of range for " << e.bound
+        << " entries";
+  }
+}
 
 }  // namespace
 
@@ -93,26 +145,21 @@ void raise_pending_errors() {
     }
     std::ostringstream msg;
     msg << op_name(e.op) << ": ";
-    if (e.kind == kErrRow) {
-      msg << "rows[" << e.position << "] = " << e.value << " is out of range for W with "
-          << e.bound << " rows" << kDeferred;
+    if (e.kind != kErrWeight) {
+      describe_index_error(msg, e);
+      msg << deferred_note(e.op);
       TORCH_CHECK_INDEX(false, msg.str());
-    } else if (e.kind == kErrCol) {
-      msg << "cols[" << e.position << "] = " << e.value << " is out of range for H with "
-          << e.bound << " columns" << kDeferred;
-      TORCH_CHECK_INDEX(false, msg.str());
-    } else {
-      msg << "argument 'weight' must be finite and non-negative";
-      if (e.op == kOpDense) {
-        msg << " (0 marks a missing entry); found weight[" << e.position / e.bound << ", "
-            << e.position % e.bound << "]";
-      } else {
-        msg << "; found weight[" << e.position << "]";
-      }
-      if (e.has_weight) msg << " = " << e.weight;
-      msg << kDeferred;
-      TORCH_CHECK_VALUE(false, msg.str());
     }
+    msg << "argument 'weight' must be finite and non-negative";
+    if (e.op == kOpDense) {
+      msg << " (0 marks a missing entry); found weight[" << e.position / e.bound << ", "
+          << e.position % e.bound << "]";
+    } else {
+      msg << "; found weight[" << e.position << "]";
+    }
+    if (e.has_weight) msg << " = " << e.weight;
+    msg << deferred_note(e.op);
+    TORCH_CHECK_VALUE(false, msg.str());
   }
 }
 

@@ -23,8 +23,17 @@ template <typename T>
 __device__ void report_error(const Status* status, const ErrorContext& ctx, ErrorMailbox* mb) {
   int kind = kErrNone;
   unsigned long long pos = kNoError;
-  // Order of precedence as on the CPU: rows, then columns, then weights.
-  if (status->bad_row != kNoError) {
+  // Order of precedence as on the CPU: the auxiliary arrays (offsets, schedule,
+  // order), then rows, then columns, then weights.
+  for (int a = 0; a < 3 && kind == kErrNone; ++a) {
+    if (status->bad_aux[a] != kNoError) {
+      kind = kErrAux0 + a;
+      pos = status->bad_aux[a];
+    }
+  }
+  if (kind != kErrNone) {
+    // an auxiliary array comes first
+  } else if (status->bad_row != kNoError) {
     kind = kErrRow;
     pos = status->bad_row;
   } else if (status->bad_col != kNoError) {
@@ -43,7 +52,10 @@ __device__ void report_error(const Status* status, const ErrorContext& ctx, Erro
   mb->value = 0;
   mb->weight = 0.0;
   mb->has_weight = 0;
-  if (kind == kErrRow) {
+  if (kind >= kErrAux0) {
+    mb->value = ctx.aux[kind - kErrAux0][p];
+    mb->bound = ctx.aux_bound[kind - kErrAux0];
+  } else if (kind == kErrRow) {
     mb->value = read_index(ctx.rows, ctx.idx64, p);
     mb->bound = ctx.m;
   } else if (kind == kErrCol) {
@@ -76,9 +88,7 @@ __global__ void __launch_bounds__(kFinalizeThreads)
   for (int64_t i = threadIdx.x; i < count; i += blockDim.x) s += parts[i];
   const double total = block_sum(s, scratch);
   if (threadIdx.x == 0) {
-    const bool bad = status->bad_row != kNoError || status->bad_col != kNoError ||
-                     status->bad_weight != kNoError;
-    if (bad) {
+    if (has_error(status)) {
       *loss = static_cast<T>(NAN);
       report_error<T>(status, ctx, mailbox);
     } else {
@@ -90,9 +100,7 @@ __global__ void __launch_bounds__(kFinalizeThreads)
 template <typename T>
 __global__ void poison_on_error_kernel(const Status* __restrict__ status, T* __restrict__ data,
                                        int64_t count) {
-  const bool bad = status->bad_row != kNoError || status->bad_col != kNoError ||
-                   status->bad_weight != kNoError;
-  if (!bad) return;
+  if (!has_error(status)) return;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
        i += stride) {

@@ -47,11 +47,20 @@ struct Status {
   unsigned long long bad_row;     // first entry whose row is out of range
   unsigned long long bad_col;     // first entry whose column is out of range
   unsigned long long bad_weight;  // first negative/NaN/Inf weight (linear index)
-  unsigned long long unused;
+  // First bad position in each of the op's int64 auxiliary arrays
+  // (ErrorContext::aux): sgd_epoch_ 0 = block_ptr, 1 = schedule, 2 = order;
+  // als_* 0 = indptr. Reported before rows and columns, as on the CPU.
+  unsigned long long bad_aux[3];
 };
 
-enum ErrorKind : int { kErrNone = 0, kErrRow = 1, kErrCol = 2, kErrWeight = 3 };
-enum OpId : int { kOpDense = 1, kOpSparse = 2 };
+enum ErrorKind : int {
+  kErrNone = 0,
+  kErrRow = 1,
+  kErrCol = 2,
+  kErrWeight = 3,
+  kErrAux0 = 4,  // kErrAux0 + a: Status::bad_aux[a]
+};
+enum OpId : int { kOpDense = 1, kOpSparse = 2, kOpSgd = 3, kOpAlsNormal = 4, kOpAlsSolve = 5 };
 
 struct ErrorMailbox {
   volatile int ready;  // 1 once the fields below describe an error
@@ -59,8 +68,8 @@ struct ErrorMailbox {
   int kind;            // ErrorKind
   int has_weight;      // 1 when `weight` holds the bad weight's value
   long long position;  // entry index (sparse) or i * n + j (dense)
-  long long value;     // the bad index value (row/col errors)
-  long long bound;     // m (rows) or n (columns); n for dense weights
+  long long value;     // the bad index value (row/col/aux errors)
+  long long bound;     // m (rows), n (columns), ErrorContext::aux_bound (aux); n for dense weights
   double weight;       // the bad weight value (weight errors)
 };
 
@@ -72,6 +81,8 @@ struct ErrorContext {
   const void* weight = nullptr;
   int64_t ws0 = 0, ws1 = 1;    // weight strides (dense: (m, n); sparse: ws0 = 1)
   int64_t m = 0, n = 0;
+  const long long* aux[3] = {nullptr, nullptr, nullptr};  // int64 auxiliary arrays (see Status)
+  int64_t aux_bound[3] = {0, 0, 0};  // the bound each one's message names
   int op = 0;
 };
 

@@ -3,76 +3,12 @@
 // residual step, sparse fast and deterministic modes, edge shapes, strided
 // and transposed inputs, and the error path. Built and run by
 // .ci/cuda_emu_check.sh; exits non-zero on the first failure.
-#include <algorithm>
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <chrono>
-#include <random>
-#include <string>
-#include <vector>
-
-#include "../kernels.h"
+#include "test_util.h"
 
 using namespace mfext::cuda;
+using namespace emu_test;
 
 namespace {
-
-int failures = 0;
-std::chrono::steady_clock::time_point case_start;
-
-double elapsed() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - case_start).count();
-}
-std::mt19937_64 rng(1234);
-
-double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); }
-
-void check(bool ok, const std::string& what) {
-  if (!ok) {
-    std::printf("FAIL: %s\n", what.c_str());
-    ++failures;
-  }
-}
-
-double rel_err(const std::vector<double>& x, const std::vector<double>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (std::isnan(x[i])) return INFINITY;
-    num += (x[i] - ref[i]) * (x[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-// 256-byte aligned, poisoned buffer (NaN bytes) for outputs and workspaces.
-struct Buffer {
-  void* p = nullptr;
-  size_t bytes = 0;
-  explicit Buffer(size_t n) : bytes(std::max<size_t>(n, 1)) {
-    p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-    std::memset(p, 0xFF, bytes);
-  }
-  ~Buffer() { std::free(p); }
-  Buffer(const Buffer&) = delete;
-  template <typename T>
-  T* as() { return static_cast<T*>(p); }
-};
-
-DeviceInfo device(int sms, size_t smem) {
-  DeviceInfo d;
-  d.sm_count = sms;
-  d.cc_major = 9;
-  d.cc_minor = 0;
-  d.smem_optin = smem;
-  return d;
-}
-
-template <typename T>
-std::vector<double> to_double(const T* p, size_t n) {
-  return std::vector<double>(p, p + n);
-}
 
 // ---------------------------------------------------------------- dense
 
@@ -407,10 +343,5 @@ int main(int argc, char** argv) {
       if (!quick) sparse_case<double, int32_t>(c, det);
     }
   }
-  if (failures) {
-    std::printf("emulated CUDA kernels: %d FAILED\n", failures);
-    return 1;
-  }
-  std::printf("emulated CUDA kernels: all checks passed\n");
-  return 0;
+  return finish("emulated dense and sparse kernels");
 }
