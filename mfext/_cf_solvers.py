@@ -72,15 +72,27 @@ def init_factors(p: Problem, rank: int, init_std: float, gen: torch.Generator,
                    torch.zeros(p.n, dtype=dtype, device=device))
 
 
-class SgdSolver:
-    """Blocked parallel SGD (LIBMF/DSGD style) on :func:`mfext.cf_ops.sgd_epoch_`.
+# Row and column groups of the blocked GPU schedule (deterministic mode): one
+# warp per block, so P warps run at once; P strata (launches) per epoch.
+GPU_DETERMINISTIC_GROUPS = 128
 
-    Once per fit, users and items are dealt at random into P groups each
-    (P = max(8, 2 * threads)), and the ratings are sorted into the P x P blocks
-    in a random order within each block. Every epoch runs P strata of P blocks
-    that share no user and no item, with a fresh random pairing of row and
-    column groups and a fresh stratum order, so the result is the same for any
-    thread count up to P / 2 and reproducible from the seed.
+
+class SgdSolver:
+    """Parallel SGD on :func:`mfext.cf_ops.sgd_epoch_`.
+
+    CPU, and GPU under ``torch.use_deterministic_algorithms(True)``: blocked
+    (LIBMF/DSGD style). Once per fit, users and items are dealt at random into
+    P groups each (CPU: P = max(8, 2 * threads); GPU: P = 128), and the
+    ratings are sorted into the P x P blocks in a random order within each
+    block. Every epoch runs P strata of P blocks that share no user and no
+    item, with a fresh random pairing of row and column groups and a fresh
+    stratum order, so the result is the same for any thread count up to P / 2
+    and reproducible from the seed.
+
+    GPU otherwise: Hogwild, as cuMF_SGD. The ratings are laid out once per fit
+    in a random order and every epoch streams them through lock-free warps (one
+    rating per warp at a time); the result depends on timing.
+
     The learning rate of epoch t (from 0) is ``lr * lr_decay ** t``.
     """
 
@@ -88,8 +100,14 @@ class SgdSolver:
                  bias_reg: float, gen: torch.Generator, n_threads: int):
         self.p, self.f, self.gen = p, f, gen
         self.lr, self.lr_decay, self.reg, self.bias_reg = lr, lr_decay, reg, bias_reg
-        P = self.P = max(8, 2 * n_threads)
         dev = p.rows.device
+        on_gpu = dev.type == "cuda"
+        self.hogwild = on_gpu and not torch.are_deterministic_algorithms_enabled()
+        if self.hogwild:
+            P = 1  # one block: a random order of all ratings
+        else:
+            P = GPU_DETERMINISTIC_GROUPS if on_gpu else max(8, 2 * n_threads)
+        self.P = P
         user_group = (torch.randperm(p.m, generator=gen) % P).to(dev)
         item_group = (torch.randperm(p.n, generator=gen) % P).to(dev)
         perm = torch.randperm(p.rows.numel(), generator=gen).to(dev)
@@ -113,11 +131,12 @@ class SgdSolver:
     def epoch(self, t: int) -> float:
         """One epoch; returns the sum of squared errors seen before each update."""
         f, p = self.f, self.p
+        blocked = {} if self.hogwild else {"block_ptr": self.block_ptr,
+                                           "schedule": self.schedule()}
         sse = cf_ops.sgd_epoch_(
-            f.W, f.Ht, f.bu, f.bi, self.rows, self.cols, self.vals, block_ptr=self.block_ptr,
-            schedule=self.schedule(), lr=self.lr * self.lr_decay ** t, reg=self.reg,
-            bias_reg=self.bias_reg, global_mean=p.mu, use_biases=p.biases,
-            nonnegative=p.nonnegative)
+            f.W, f.Ht, f.bu, f.bi, self.rows, self.cols, self.vals, **blocked,
+            lr=self.lr * self.lr_decay ** t, reg=self.reg, bias_reg=self.bias_reg,
+            global_mean=p.mu, use_biases=p.biases, nonnegative=p.nonnegative)
         return float(sse)
 
 

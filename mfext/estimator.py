@@ -4,10 +4,12 @@ The model is ``r ~ mu + b_u + b_i + w_u . h_i`` (``biases=True``) or
 ``w_u . h_i``, fit to the observed ratings only, with L2 regularization on the
 factors and the biases. Three solvers:
 
-* ``"sgd"``: blocked parallel SGD on the in-place kernel ``mfext::sgd_epoch_``
-  (CPU), learning rate ``lr * lr_decay ** epoch``;
+* ``"sgd"``: parallel SGD on the in-place kernel ``mfext::sgd_epoch_``,
+  learning rate ``lr * lr_decay ** epoch``: blocked (LIBMF/DSGD) on the CPU,
+  Hogwild warps on a GPU (blocked there too under
+  ``torch.use_deterministic_algorithms(True)``);
 * ``"als"``: alternating least squares on ``mfext::als_solve`` (per-row normal
-  equations and Cholesky, CPU);
+  equations and Cholesky, CPU and CUDA);
 * ``"adam"``: full-batch Adam on the fused ``mfext::sparse_loss_grad``.
 
 Defaults (``None``) depend on the solver and were tuned on MovieLens (random
@@ -44,6 +46,7 @@ from . import _cf_distributed as dist_solvers
 from . import _cf_solvers as solvers
 from .distributed import get_communicator
 from ._cf_input import Triple, as_ids, canonical_order, csr_by, to_triple
+from ._library import build_info
 
 __all__ = ["MatrixFactorization"]
 
@@ -295,10 +298,15 @@ class MatrixFactorization:
             device = torch.device("cpu")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device} was requested but CUDA is not available")
-        if device.type != "cpu" and self.solver in ("sgd", "als"):
+        if device.type == "cuda" and not build_info()["cuda"]:
+            raise ValueError(
+                f"device {device} was requested but this mfext build has no CUDA kernels "
+                "(mfext.build_info()['cuda'] is False); rebuild on a machine with nvcc and a "
+                "CUDA build of torch: FORCE_CUDA=1 pip install --no-build-isolation --no-deps -e .")
+        if device.type not in ("cpu", "cuda") and self.solver in ("sgd", "als"):
             raise NotImplementedError(
-                f"solver={self.solver!r} has CPU kernels only in this version; use device='cpu' "
-                f"or solver='adam' on {device}")
+                f"solver={self.solver!r} has CPU and CUDA kernels only; use device='cpu', a "
+                f"CUDA device, or solver='adam' on {device}")
         return device
 
     # ------------------------------------------------------------------ fit
