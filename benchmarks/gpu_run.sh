@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # One command for a session on a GPU machine: build mfext with its CUDA
 # kernels, run the CUDA tests, run compute-sanitizer (memcheck, racecheck) over
-# a small set of kernel calls, and run the GPU benchmark. Everything it learns
-# (device, versions, commands, pytest summary, sanitizer results, benchmark
-# JSON and table) goes to benchmarks/results/gpu/ and, when $OUT is set, to $OUT.
+# a small set of kernel calls, and run the GPU benchmarks (the ops, then the
+# collaborative-filtering epochs). Everything it learns (device, versions,
+# commands, pytest summary, sanitizer results, benchmark JSON and tables) goes to
+# benchmarks/results/gpu/ and, when $OUT is set, to $OUT (summary.md, the JSON
+# files, and every log in logs.tar.gz: a few files, as the device tool returns).
 #
-#   bash benchmarks/gpu_run.sh [--quick] [STAGE ...]     STAGE: build test sanitize bench
+#   bash benchmarks/gpu_run.sh [--quick] [STAGE ...]   STAGE: build test sanitize bench cfbench
 #
-# With no STAGE it runs all four (about 6-8 minutes on an H100 with --quick).
+# With no STAGE it runs all five (about 8-10 minutes on an H100 with --quick;
+# split the stages over several calls where one call is limited to 10 minutes).
 # A stage's failure is recorded and the next stage still runs; the exit status
 # is non-zero if any stage failed. Works offline: the build is
 # `pip install --no-build-isolation --no-deps -e .` against the installed torch.
@@ -18,18 +21,23 @@ STAGES=()
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=1 ;;
-    build|test|sanitize|bench) STAGES+=("$arg") ;;
+    build|test|sanitize|bench|cfbench) STAGES+=("$arg") ;;
     *) echo "gpu_run: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
-[ ${#STAGES[@]} -eq 0 ] && STAGES=(build test sanitize bench)
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(build test sanitize bench cfbench)
 PY=${PYTHON:-python3}
 RES=benchmarks/results/gpu
 mkdir -p "$RES"
 SUMMARY="$RES/summary.md"
 FAILED=0
 note() { echo "$*" | tee -a "$SUMMARY"; }
-publish() { if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && cp -r "$RES"/. "$OUT"/ 2>/dev/null; fi; }
+publish() {
+  [ -n "${OUT:-}" ] || return 0
+  mkdir -p "$OUT"
+  cp "$RES"/summary.md "$RES"/*.json "$OUT"/ 2>/dev/null
+  tar -czf "$OUT/logs.tar.gz" -C "$RES" --exclude='*.json' . 2>/dev/null
+}
 run_stage() {  # name timeout_s command...
   local name=$1 limit=$2; shift 2
   local t0=$SECONDS
@@ -93,6 +101,12 @@ for stage in "${STAGES[@]}"; do
       [ $QUICK -eq 1 ] && args+=(--quick)
       run_stage bench 420 "$PY" benchmarks/bench_cuda.py "${args[@]}"
       sed -n '/^device:/,$p' "$RES/bench.log" >> "$SUMMARY"
+      ;;
+    cfbench)
+      args=(--out "$RES/cf_cuda$([ $QUICK -eq 1 ] && echo _quick).json")
+      [ $QUICK -eq 1 ] && args+=(--quick)
+      run_stage cfbench 420 "$PY" benchmarks/bench_cf_cuda.py "${args[@]}"
+      sed -n '/^device:/,$p' "$RES/cfbench.log" >> "$SUMMARY"
       ;;
   esac
 done
