@@ -81,14 +81,18 @@ DenseSizes check_dense_inputs(const char* op, const at::Tensor& A, const at::Ten
   return {A.size(0), A.size(1), W.size(1)};
 }
 
-SparseSizes check_sparse_inputs(const char* op, const at::Tensor& rows, const at::Tensor& cols,
-                                const at::Tensor& vals, const at::Tensor& W, const at::Tensor& H,
-                                const std::optional<at::Tensor>& weight) {
-  const bool allow_half = W.is_cuda();
+void check_index_pair(const char* op, const at::Tensor& rows, const at::Tensor& cols) {
   check_index_tensor(op, "rows", rows);
   check_index_tensor(op, "cols", cols);
   TORCH_CHECK(rows.scalar_type() == cols.scalar_type(), op, ": 'rows' (", rows.scalar_type(),
               ") and 'cols' (", cols.scalar_type(), ") must have the same index dtype");
+}
+
+SparseSizes check_sparse_inputs(const char* op, const at::Tensor& rows, const at::Tensor& cols,
+                                const at::Tensor& vals, const at::Tensor& W, const at::Tensor& H,
+                                const std::optional<at::Tensor>& weight) {
+  const bool allow_half = W.is_cuda();
+  check_index_pair(op, rows, cols);
   check_float_tensor(op, "vals", vals, 1, allow_half);
   check_factors(op, W, H, allow_half);
   check_same_dtype(op, "W", W, "vals", vals);
@@ -107,6 +111,24 @@ SparseSizes check_sparse_inputs(const char* op, const at::Tensor& rows, const at
                 "), got shape ", weight->sizes());
   }
   return {W.size(0), H.size(1), W.size(1), nnz};
+}
+
+SparseSizes check_sparse_dot_inputs(const char* op, const at::Tensor& rows,
+                                    const at::Tensor& cols, const at::Tensor& W,
+                                    const at::Tensor& H_t) {
+  check_index_pair(op, rows, cols);
+  check_float_tensor(op, "W", W, 2, false);
+  check_float_tensor(op, "H_t", H_t, 2, false);
+  check_same_dtype(op, "W", W, "H_t", H_t);
+  check_same_device(op, "W", W, "H_t", H_t);
+  check_same_device(op, "W", W, "rows", rows);
+  check_same_device(op, "W", W, "cols", cols);
+  TORCH_CHECK(W.size(1) == H_t.size(1), op, ": W of shape ", W.sizes(), " and H_t of shape ",
+              H_t.sizes(), " disagree on the rank k (W is (m, k), H_t is (n, k))");
+  TORCH_CHECK(rows.size(0) == cols.size(0), op,
+              ": rows and cols must have the same length, got ", rows.size(0), " and ",
+              cols.size(0));
+  return {W.size(0), H_t.size(0), W.size(1), rows.size(0)};
 }
 
 }  // namespace mfext

@@ -26,9 +26,17 @@ SparseSizes check_sparse_inputs(const char* op, const at::Tensor& rows, const at
                                 const at::Tensor& vals, const at::Tensor& W, const at::Tensor& H,
                                 const std::optional<at::Tensor>& weight);
 
+// _sparse_dot: rows, cols: (nnz,), W: (m, k), H_t: (n, k). Returns (m, n, k, nnz).
+SparseSizes check_sparse_dot_inputs(const char* op, const at::Tensor& rows,
+                                    const at::Tensor& cols, const at::Tensor& W,
+                                    const at::Tensor& H_t);
+
 // Floating factor/data tensor: float32 or float64 (the CUDA build adds half types).
 void check_float_tensor(const char* op, const char* name, const at::Tensor& t, int64_t ndim,
                         bool allow_half);
+
+// rows and cols: 1-D index tensors of one dtype (int32 or int64).
+void check_index_pair(const char* op, const at::Tensor& rows, const at::Tensor& cols);
 
 // Index tensor: 1-D int32 or int64.
 void check_index_tensor(const char* op, const char* name, const at::Tensor& t);

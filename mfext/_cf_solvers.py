@@ -270,8 +270,8 @@ class AdamSolver:
 
 def entry_dots(W: Tensor, Ht: Tensor, rows: Tensor, cols: Tensor,
                chunk: int = 1 << 18) -> Tensor:
-    """``W[rows[e]] . Ht[cols[e]]`` (s,): the fused CPU op, chunked torch elsewhere."""
-    if W.device.type == "cpu":
+    """``W[rows[e]] . Ht[cols[e]]`` (s,): the fused op on CPU and CUDA, chunked torch elsewhere."""
+    if W.device.type in ("cpu", "cuda"):
         return cf_ops.sparse_dot(rows, cols, W, Ht)
     out = torch.empty(rows.numel(), dtype=W.dtype, device=W.device)
     for s in range(0, rows.numel(), chunk):

@@ -79,7 +79,9 @@ def als_normal_equations(
         gram[r] = sum_e F[c] F[c]^T + diag(reg_diag) * n_r ** count_exponent
         rhs[r]  = sum_e (vals[e] - col_offset[c]) F[c]
 
-    A row without entries gets ``gram = I`` and ``rhs = 0``.
+    A row without entries gets ``gram = I`` and ``rhs = 0``. On CUDA, bad
+    ``indptr`` or ``indices`` values give NaN results and raise at the next
+    mfext call or at :func:`mfext.cuda_check_errors` (the op never synchronizes).
 
     Parameters
     ----------
@@ -112,11 +114,13 @@ def als_solve(
 ) -> Tensor:
     """Solves ``gram[r] x[r] = rhs[r]`` of :func:`als_normal_equations` for every row.
 
-    Each row's system is built and solved (Cholesky) in a per-thread scratch,
-    so the (R, d, d) Gram batch is never stored. A system that is not
-    numerically positive definite (possible only with zero regularization) is
-    solved with a ridge of 1e-4 times its mean diagonal; if that fails too its
-    row comes back NaN.
+    Each row's system is built and solved (Cholesky) in a scratch of its own
+    (a CPU thread's; on CUDA a thread block's shared memory, or a bounded
+    global workspace for large d), so the (R, d, d) Gram batch is never
+    stored. Bad input on CUDA is reported as for :func:`als_normal_equations`.
+    A system that is not numerically positive definite (possible only with
+    zero regularization) is solved with a ridge of 1e-4 times its mean
+    diagonal; if that fails too its row comes back NaN.
 
     Returns
     -------

@@ -75,6 +75,18 @@ def deterministic_algorithms(enabled: bool = True):
         torch.use_deterministic_algorithms(previous)
 
 
+def assert_no_device_sync(run) -> None:
+    """Call ``run()`` once to warm up, then again with CUDA syncs turned into errors."""
+    run()  # module loading, first allocations, the error mailbox, library handles
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        run()
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+
+
 def movielens_path(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.exists():

@@ -14,7 +14,7 @@ import torch
 import mfext
 from mfext import reference as ref
 from mfext.cuda import dense_path
-from conftest import HAS_CUDA, deterministic_algorithms, rel_err
+from conftest import HAS_CUDA, assert_no_device_sync, deterministic_algorithms, rel_err
 
 pytestmark = [
     pytest.mark.cuda,
@@ -343,15 +343,7 @@ def _all_calls(gen):
 
 
 def test_ops_never_synchronize(gen):
-    run = _all_calls(gen)
-    run()  # warm up: module loading, first allocations, the error mailbox
-    torch.cuda.synchronize()
-    previous = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        run()
-    finally:
-        torch.cuda.set_sync_debug_mode(previous)
+    assert_no_device_sync(_all_calls(gen))
 
 
 def test_ops_return_before_the_device_finishes(gen):

@@ -27,7 +27,7 @@
 #include <optional>
 #include <vector>
 
-#include "../checks.h"
+#include "../als_checks.h"
 #include "index_range.h"
 
 namespace mfext {
@@ -208,16 +208,12 @@ int64_t als_solve_kernel(const AlsProblem<scalar_t, index_t>& p, int64_t R, scal
   return ridged;
 }
 
-void check_exponent(const char* op, double count_exponent) {
-  TORCH_CHECK(std::isfinite(count_exponent), op, ": count_exponent must be finite, got ",
-              count_exponent);
-}
-
 struct Checked {
   at::Tensor indptr, indices, vals, F, offset, reg;
   int64_t R, d;
 };
 
+// The shared data-free checks (../als_checks.h), then the index values.
 Checked check_als_inputs(const char* op,
                          const at::Tensor& indptr,                     // (R + 1,) int64
                          const at::Tensor& indices,                    // (nnz,)
@@ -225,38 +221,11 @@ Checked check_als_inputs(const char* op,
                          const at::Tensor& F,                          // (n, d)
                          const std::optional<at::Tensor>& col_offset,  // (n,) or None
                          const at::Tensor& reg_diag) {                 // (d,)
-  TORCH_CHECK(indptr.defined() && indptr.layout() == at::kStrided && indptr.dim() == 1 &&
-                  indptr.scalar_type() == at::kLong && indptr.size(0) >= 1,
-              op, ": argument 'indptr' must be a non-empty 1-D int64 tensor (R + 1,), got shape ",
-              indptr.sizes(), " and dtype ", indptr.scalar_type());
-  check_index_tensor(op, "indices", indices);
-  check_float_tensor(op, "vals", vals, 1, false);
-  check_float_tensor(op, "F", F, 2, false);
-  check_float_tensor(op, "reg_diag", reg_diag, 1, false);
-  check_same_dtype(op, "F", F, "vals", vals);
-  check_same_dtype(op, "F", F, "reg_diag", reg_diag);
-  check_same_device(op, "F", F, "indptr", indptr);
-  check_same_device(op, "F", F, "indices", indices);
-  check_same_device(op, "F", F, "vals", vals);
-  check_same_device(op, "F", F, "reg_diag", reg_diag);
-  const int64_t n = F.size(0), d = F.size(1);
-  TORCH_CHECK(d >= 1, op, ": F must have at least one column, got shape ", F.sizes());
-  TORCH_CHECK(indices.size(0) == vals.size(0), op,
-              ": indices and vals must have the same length, got ", indices.size(0), " and ",
-              vals.size(0));
-  TORCH_CHECK(reg_diag.size(0) == d, op, ": reg_diag must have shape (d,) = (", d,
-              ",) to match F of shape ", F.sizes(), ", got ", reg_diag.sizes());
-  if (col_offset.has_value()) {
-    check_float_tensor(op, "col_offset", *col_offset, 1, false);
-    check_same_dtype(op, "F", F, "col_offset", *col_offset);
-    check_same_device(op, "F", F, "col_offset", *col_offset);
-    TORCH_CHECK(col_offset->size(0) == n, op, ": col_offset must have shape (n,) = (", n,
-                ",) to match F of shape ", F.sizes(), ", got ", col_offset->sizes());
-  }
+  const AlsSizes s = check_als_args(op, indptr, indices, vals, F, col_offset, reg_diag);
+  const int64_t n = s.n, nnz = s.nnz;
   Checked c;
-  const int64_t nnz = indices.size(0);
-  c.R = indptr.size(0) - 1;
-  c.d = d;
+  c.R = s.R;
+  c.d = s.d;
   c.indptr = indptr.contiguous();
   const int64_t* ip = c.indptr.const_data_ptr<int64_t>();
   for (int64_t r = 0; r <= c.R; ++r) {
@@ -297,7 +266,7 @@ std::tuple<at::Tensor, at::Tensor> als_normal_equations_cpu(
     const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& vals,
     const at::Tensor& F, const std::optional<at::Tensor>& col_offset, const at::Tensor& reg_diag,
     double count_exponent) {
-  check_exponent(kOpNormal, count_exponent);
+  check_als_exponent(kOpNormal, count_exponent);
   const Checked c = check_als_inputs(kOpNormal, indptr, indices, vals, F, col_offset, reg_diag);
   at::Tensor gram = at::empty({c.R, c.d, c.d}, F.options());
   at::Tensor rhs = at::empty({c.R, c.d}, F.options());
@@ -315,7 +284,7 @@ at::Tensor als_solve_cpu(const at::Tensor& indptr, const at::Tensor& indices,
                          const at::Tensor& vals, const at::Tensor& F,
                          const std::optional<at::Tensor>& col_offset, const at::Tensor& reg_diag,
                          double count_exponent) {
-  check_exponent(kOpSolve, count_exponent);
+  check_als_exponent(kOpSolve, count_exponent);
   const Checked c = check_als_inputs(kOpSolve, indptr, indices, vals, F, col_offset, reg_diag);
   at::Tensor x = at::empty({c.R, c.d}, F.options());
   AT_DISPATCH_FLOATING_TYPES(F.scalar_type(), "als_solve_cpu", [&] {

@@ -24,7 +24,6 @@
 // are kept per schedule slot and added in slot order (blocked mode is
 // deterministic, loss included).
 #include <ATen/ATen.h>
-#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -33,18 +32,16 @@
 #endif
 
 #include <atomic>
-#include <cmath>
 #include <optional>
 #include <thread>
-#include <utility>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
 
-#include "../checks.h"
 #include "../math.h"
+#include "../sgd_checks.h"
 #include "index_range.h"
 #include "vec_dot.h"
 
@@ -205,11 +202,6 @@ double run_epoch(const SgdProblem<scalar_t, index_t>& p, int64_t len,
   return sse;
 }
 
-void check_in_place(const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.is_contiguous(), kOp, ": argument '", name,
-              "' is updated in place and must be contiguous, got strides ", t.strides());
-}
-
 at::Tensor sgd_epoch_cpu(const at::Tensor& W,                         // (m, k), in place
                          const at::Tensor& H_t,                       // (n, k), in place
                          const at::Tensor& user_bias,                 // (m,), in place
@@ -222,111 +214,19 @@ at::Tensor sgd_epoch_cpu(const at::Tensor& W,                         // (m, k),
                          const std::optional<at::Tensor>& schedule,   // (n_strata, width) or None
                          double lr, double reg, double bias_reg, double global_mean,
                          bool use_biases, bool nonnegative) {
-  // ---- arguments
-  check_float_tensor(kOp, "W", W, 2, false);
-  check_float_tensor(kOp, "H_t", H_t, 2, false);
-  check_same_dtype(kOp, "W", W, "H_t", H_t);
-  TORCH_CHECK(W.size(1) == H_t.size(1), kOp, ": W of shape ", W.sizes(), " and H_t of shape ",
-              H_t.sizes(), " disagree on the rank k (W is (m, k), H_t is (n, k))");
-  TORCH_CHECK(W.size(1) >= 1, kOp, ": the rank k must be at least 1, got W of shape ",
-              W.sizes());
-  check_in_place("W", W);
-  check_in_place("H_t", H_t);
-  const int64_t m = W.size(0), n = H_t.size(0), k = W.size(1);
-  check_float_tensor(kOp, "user_bias", user_bias, 1, false);
-  check_float_tensor(kOp, "item_bias", item_bias, 1, false);
-  check_same_dtype(kOp, "W", W, "user_bias", user_bias);
-  check_same_dtype(kOp, "W", W, "item_bias", item_bias);
-  if (use_biases) {
-    TORCH_CHECK(user_bias.size(0) == m, kOp, ": user_bias must have shape (m,) = (", m,
-                ",) to match W, got ", user_bias.sizes());
-    TORCH_CHECK(item_bias.size(0) == n, kOp, ": item_bias must have shape (n,) = (", n,
-                ",) to match H_t, got ", item_bias.sizes());
-    check_in_place("user_bias", user_bias);
-    check_in_place("item_bias", item_bias);
-  }
-  check_index_tensor(kOp, "rows", rows);
-  check_index_tensor(kOp, "cols", cols);
-  TORCH_CHECK(rows.scalar_type() == cols.scalar_type(), kOp, ": 'rows' (", rows.scalar_type(),
-              ") and 'cols' (", cols.scalar_type(), ") must have the same index dtype");
-  check_float_tensor(kOp, "vals", vals, 1, false);
-  check_same_dtype(kOp, "W", W, "vals", vals);
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"H_t", &H_t},
-                                {"user_bias", &user_bias}, {"item_bias", &item_bias},
-                                {"rows", &rows}, {"cols", &cols}, {"vals", &vals}}) {
-    check_same_device(kOp, "W", W, name, *t);
-  }
-  const int64_t nnz = vals.size(0);
-  TORCH_CHECK(rows.size(0) == nnz && cols.size(0) == nnz, kOp,
-              ": rows, cols and vals must have the same length, got ", rows.size(0), ", ",
-              cols.size(0), " and ", nnz);
-  const at::Tensor* mutated[] = {&W, &H_t, &user_bias, &item_bias};
-  const char* mutated_names[] = {"W", "H_t", "user_bias", "item_bias"};
-  for (int a = 0; a < 4; ++a) {
-    for (int b = a + 1; b < 4; ++b) {
-      const bool used = use_biases || (a < 2 && b < 2);
-      TORCH_CHECK(!used || mutated[a]->numel() == 0 || mutated[b]->numel() == 0 ||
-                      !mutated[a]->is_alias_of(*mutated[b]),
-                  kOp, ": '", mutated_names[a], "' and '", mutated_names[b],
-                  "' share memory; the tensors updated in place must be distinct");
-    }
-  }
-  // An input that overlaps a tensor written in place would be read after the
-  // kernel has overwritten it (e.g. vals a view of W): reject it up front.
-  const std::pair<const char*, const at::Tensor*> inputs[] = {
-      {"rows", &rows}, {"cols", &cols}, {"vals", &vals},
-      {"order", order.has_value() ? &*order : nullptr},
-      {"block_ptr", block_ptr.has_value() ? &*block_ptr : nullptr},
-      {"schedule", schedule.has_value() ? &*schedule : nullptr}};
-  for (int a = 0; a < 4; ++a) {
-    if (!(use_biases || a < 2) || mutated[a]->numel() == 0) continue;
-    for (const auto& [in_name, in] : inputs) {
-      if (in == nullptr || in->numel() == 0) continue;
-      const at::MemOverlapStatus status = at::get_overlap_status(*mutated[a], *in);
-      const bool overlap = status == at::MemOverlapStatus::Full ||
-                           status == at::MemOverlapStatus::Partial ||
-                           (status == at::MemOverlapStatus::TooHard && mutated[a]->is_alias_of(*in));
-      TORCH_CHECK(!overlap, kOp, ": input '", in_name, "' overlaps '", mutated_names[a],
-                  "', which is updated in place; pass a copy (e.g. ", in_name, ".clone())");
-    }
-  }
-  TORCH_CHECK(std::isfinite(lr) && lr > 0, kOp, ": lr must be finite and positive, got ", lr);
-  TORCH_CHECK(std::isfinite(reg) && reg >= 0, kOp, ": reg must be finite and >= 0, got ", reg);
-  TORCH_CHECK(std::isfinite(bias_reg) && bias_reg >= 0, kOp,
-              ": bias_reg must be finite and >= 0, got ", bias_reg);
-  TORCH_CHECK(std::isfinite(global_mean), kOp, ": global_mean must be finite, got ",
-              global_mean);
-
-  at::Tensor order_c;
-  int64_t len = nnz;
-  if (order.has_value()) {
-    check_same_device(kOp, "W", W, "order", *order);
-    TORCH_CHECK(order->dim() == 1 && order->scalar_type() == at::kLong, kOp,
-                ": argument 'order' must be a 1-D int64 tensor, got shape ", order->sizes(),
-                " and dtype ", order->scalar_type());
-    order_c = order->contiguous();
-    len = order_c.size(0);
-  }
-  TORCH_CHECK(block_ptr.has_value() == schedule.has_value(), kOp,
-              ": give both 'block_ptr' and 'schedule' (blocked epoch) or neither (Hogwild)");
+  // ---- arguments: shapes, dtypes and storage (shared with the CUDA glue), then values
+  const SgdSizes s = check_sgd_inputs(kOp, W, H_t, user_bias, item_bias, rows, cols, vals, order,
+                                      block_ptr, schedule, lr, reg, bias_reg, global_mean,
+                                      use_biases);
+  const int64_t m = s.m, n = s.n, k = s.k, nnz = s.nnz, len = s.len;
+  const int64_t n_strata = s.n_strata, width = s.width;
+  const at::Tensor order_c = order.has_value() ? order->contiguous() : at::Tensor();
   at::Tensor block_ptr_c, schedule_c;
-  int64_t n_strata = 0, width = 0;
   if (block_ptr.has_value()) {
-    check_same_device(kOp, "W", W, "block_ptr", *block_ptr);
-    check_same_device(kOp, "W", W, "schedule", *schedule);
-    TORCH_CHECK(block_ptr->dim() == 1 && block_ptr->scalar_type() == at::kLong &&
-                    block_ptr->size(0) >= 1,
-                kOp, ": argument 'block_ptr' must be a non-empty 1-D int64 tensor, got shape ",
-                block_ptr->sizes(), " and dtype ", block_ptr->scalar_type());
-    TORCH_CHECK(schedule->dim() == 2 && schedule->scalar_type() == at::kLong, kOp,
-                ": argument 'schedule' must be a 2-D int64 tensor (n_strata, width), got shape ",
-                schedule->sizes(), " and dtype ", schedule->scalar_type());
     block_ptr_c = block_ptr->contiguous();
     schedule_c = schedule->contiguous();
-    n_strata = schedule_c.size(0);
-    width = schedule_c.size(1);
     const int64_t* bp = block_ptr_c.const_data_ptr<int64_t>();
-    const int64_t n_blocks = block_ptr_c.size(0) - 1;
+    const int64_t n_blocks = s.n_blocks;
     for (int64_t b = 0; b <= n_blocks; ++b) {
       TORCH_CHECK_INDEX(bp[b] >= 0 && bp[b] <= len && (b == 0 || bp[b] >= bp[b - 1]), kOp,
                         ": block_ptr must be non-decreasing offsets within [0, ", len,

@@ -35,22 +35,8 @@ at::Tensor sparse_dot_cpu(const at::Tensor& rows,   // (nnz,)
                           const at::Tensor& cols,   // (nnz,)
                           const at::Tensor& W,      // (m, k)
                           const at::Tensor& H_t) {  // (n, k)
-  check_index_tensor(kOp, "rows", rows);
-  check_index_tensor(kOp, "cols", cols);
-  TORCH_CHECK(rows.scalar_type() == cols.scalar_type(), kOp, ": 'rows' (", rows.scalar_type(),
-              ") and 'cols' (", cols.scalar_type(), ") must have the same index dtype");
-  check_float_tensor(kOp, "W", W, 2, false);
-  check_float_tensor(kOp, "H_t", H_t, 2, false);
-  check_same_dtype(kOp, "W", W, "H_t", H_t);
-  check_same_device(kOp, "W", W, "H_t", H_t);
-  check_same_device(kOp, "W", W, "rows", rows);
-  check_same_device(kOp, "W", W, "cols", cols);
-  TORCH_CHECK(W.size(1) == H_t.size(1), kOp, ": W of shape ", W.sizes(), " and H_t of shape ",
-              H_t.sizes(), " disagree on the rank k (W is (m, k), H_t is (n, k))");
-  TORCH_CHECK(rows.size(0) == cols.size(0), kOp,
-              ": rows and cols must have the same length, got ", rows.size(0), " and ",
-              cols.size(0));
-  const int64_t nnz = rows.size(0), m = W.size(0), n = H_t.size(0), k = W.size(1);
+  const SparseSizes s = check_sparse_dot_inputs(kOp, rows, cols, W, H_t);
+  const int64_t nnz = s.nnz, m = s.m, n = s.n, k = s.k;
   const at::Tensor rows_c = rows.contiguous(), cols_c = cols.contiguous();
   const at::Tensor W_c = W.contiguous(), Ht_c = H_t.contiguous();
   at::Tensor out = at::empty({nnz}, W.options());

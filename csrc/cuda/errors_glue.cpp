@@ -35,6 +35,7 @@ const char* op_name(int op) {
     case kOpSparse: return "mfext::sparse_loss_grad";
     case kOpSgd: return "mfext::sgd_epoch_";
     case kOpAlsNormal: return "mfext::als_normal_equations";
+    case kOpSparseDot: return "mfext::_sparse_dot";
     default: return "mfext::als_solve";
   }
 }
@@ -48,6 +49,7 @@ const char* deferred_note(int op) {
              "call or at mfext.cuda_check_errors(), so that they never synchronize the device)";
     case kOpAlsNormal:
     case kOpAlsSolve:
+    case kOpSparseDot:
       return " (found on the GPU by an earlier call, which returned NaN results: CUDA ops "
              "report bad input at the next mfext call or at mfext.cuda_check_errors(), so "
              "that they never synchronize the device)";
@@ -61,7 +63,8 @@ const char* deferred_note(int op) {
 // The CPU kernels' message for a bad entry of an index array (index_range.h and
 // the ops' own checks), so that both devices say the same thing.
 void describe_index_error(std::ostringstream& msg, const ErrorMailbox& e) {
-  const bool sgd = e.op == kOpSgd;
+  // sgd_epoch_ and _sparse_dot index H_t (n, k) by cols.
+  const bool sgd = e.op == kOpSgd || e.op == kOpSparseDot;
   const bool als = e.op == kOpAlsNormal || e.op == kOpAlsSolve;
   if (e.kind == kErrRow) {
     msg << "rows[" << e.position << "] = " << e.value << " is out of range for W with "

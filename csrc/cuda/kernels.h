@@ -60,7 +60,14 @@ enum ErrorKind : int {
   kErrWeight = 3,
   kErrAux0 = 4,  // kErrAux0 + a: Status::bad_aux[a]
 };
-enum OpId : int { kOpDense = 1, kOpSparse = 2, kOpSgd = 3, kOpAlsNormal = 4, kOpAlsSolve = 5 };
+enum OpId : int {
+  kOpDense = 1,
+  kOpSparse = 2,
+  kOpSgd = 3,
+  kOpAlsNormal = 4,
+  kOpAlsSolve = 5,
+  kOpSparseDot = 6,
+};
 
 struct ErrorMailbox {
   volatile int ready;  // 1 once the fields below describe an error
@@ -177,6 +184,24 @@ size_t sparse_workspace_bytes(const SparseArgs& args, bool deterministic);
 cudaError_t sparse_loss_grad_launch(const SparseArgs& args, bool deterministic, void* workspace,
                                     size_t workspace_bytes, const DeviceInfo& dev,
                                     cudaStream_t stream);
+
+// ---------------------------------------------------------------------------
+// _sparse_dot: out[e] = W[rows[e]] . Ht[cols[e]].
+struct SparseDotArgs {
+  const void* rows = nullptr;  // rows: (nnz,), contiguous, int32 or int64
+  const void* cols = nullptr;  // cols: (nnz,), same dtype
+  bool idx64 = true;
+  const void* W = nullptr;     // W: (m, k), row-major contiguous
+  const void* Ht = nullptr;    // Ht: (n, k), row-major contiguous
+  int64_t m = 0, n = 0, k = 0, nnz = 0;
+  DType dtype = DType::f32;
+  void* out = nullptr;         // out: (nnz,)
+  ErrorMailbox* mailbox = nullptr;
+};
+
+size_t sparse_dot_workspace_bytes();
+cudaError_t sparse_dot_launch(const SparseDotArgs& args, void* workspace, const DeviceInfo& dev,
+                              cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace mfext

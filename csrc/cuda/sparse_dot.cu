@@ -1,0 +1,152 @@
+// Scores of observed entries on the GPU: out[e] = W[rows[e]] . Ht[cols[e]]
+// (mfext::_sparse_dot), the inner products that predict, score and validation
+// need, without the (nnz, k) gathered temporaries of the torch expression.
+//
+// A group of lanes per entry (rows.cuh): the two rows are read with coalesced
+// 16-byte loads and the dot product is reduced with shuffles in a fixed order,
+// so the result does not depend on the grid. The bound is memory: 2 k elements
+// read per entry (H rows mostly from L2). Out-of-range indices are never
+// dereferenced: the entry is skipped, its position recorded in the Status, the
+// output becomes NaN and the host raises the error at the next mfext call.
+#include <algorithm>
+
+#include "rows.cuh"
+
+namespace mfext {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename T, typename I>
+struct DotParams {
+  const I* rows;  // rows: (nnz,)
+  const I* cols;  // cols: (nnz,)
+  const T* W;     // W: (m, k) row-major
+  const T* Ht;    // Ht: (n, k) row-major
+  int64_t m, n, nnz;
+  int k, chunks, lanes_log2;
+  T* out;         // out: (nnz,)
+  Status* status;
+};
+
+template <typename T, typename I, int V, int CPL>
+__global__ void __launch_bounds__(kThreads) sparse_dot_kernel(DotParams<T, I> p) {
+  using C = Chunks<T, V, CPL>;
+  const int lanes = 1 << p.lanes_log2;
+  const int lane_g = (threadIdx.x % kWarp) & (lanes - 1);
+  const int64_t gtid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t group = gtid >> p.lanes_log2;
+  const int64_t warp_group0 = (gtid & ~int64_t(kWarp - 1)) >> p.lanes_log2;
+  const int64_t groups = (int64_t(gridDim.x) * blockDim.x) >> p.lanes_log2;
+  unsigned long long bad_r = kNoError, bad_c = kNoError;
+  // Warp-uniform loop bounds: every lane reaches the shuffles of each step.
+  // Not unrolled: unrolling buys nothing for a latency-bound loop and spills.
+#pragma unroll 1
+  for (int64_t base = warp_group0; base < p.nnz; base += groups) {
+    const int64_t e = base + (group - warp_group0);
+    const bool act = e < p.nnz;
+    const int64_t r = act ? int64_t(p.rows[e]) : 0;
+    const int64_t c = act ? int64_t(p.cols[e]) : 0;
+    const bool r_ok = r >= 0 && r < p.m, c_ok = c >= 0 && c < p.n;
+    if (act && !r_ok) note_bad(bad_r, e);
+    if (act && !c_ok) note_bad(bad_c, e);
+    const bool in = act && r_ok && c_ok;
+    T d = T(0);
+    if constexpr (CPL > 0) {
+      C wv, hv;
+      wv.load(p.W, r, p.k, p.chunks, lane_g, lanes, in);
+      hv.load(p.Ht, c, p.k, p.chunks, lane_g, lanes, in);
+      d = chunk_dot(wv, hv);
+    } else if (in) {
+      for (int ch = lane_g; ch < p.chunks; ch += lanes) {
+        T a[V], b[V];
+        load_vec<T, V>(p.W + r * p.k + int64_t(ch) * V, a);
+        load_vec<T, V>(p.Ht + c * p.k + int64_t(ch) * V, b);
+#pragma unroll
+        for (int i = 0; i < V; ++i) d += a[i] * b[i];
+      }
+    }
+    d = group_allreduce(d, lanes);
+    if (act && lane_g == 0) p.out[e] = in ? d : T(0);
+  }
+  flush_bad(&p.status->bad_row, bad_r);
+  flush_bad(&p.status->bad_col, bad_c);
+}
+
+template <typename T, typename I>
+struct DotLaunch {
+  const DotParams<T, I>& p;
+  unsigned grid;
+  cudaStream_t stream;
+  template <int V, int CPL>
+  cudaError_t operator()() const {
+    auto kernel = sparse_dot_kernel<T, I, V, CPL>;
+    MFEXT_LAUNCH(kernel, grid, kThreads, 0, stream, p);
+    MFEXT_LAUNCH_CHECK();
+    return cudaSuccess;
+  }
+};
+
+// The workspace: the Status, then the float64 the error report writes its
+// (unused) loss into.
+constexpr size_t kLossOffset = (sizeof(Status) + 15) / 16 * 16;
+
+template <typename T, typename I>
+cudaError_t launch_typed(const SparseDotArgs& a, void* workspace, const DeviceInfo& dev,
+                         cudaStream_t stream) {
+  Status* status = static_cast<Status*>(workspace);
+  MFEXT_RETURN_IF_ERROR(status_init(status, stream));
+  const DType dt = sizeof(T) == 4 ? DType::f32 : DType::f64;
+  if (a.nnz > 0) {
+    const Shape s = shape_for<T>(a.k, a.W, a.Ht);
+    DotParams<T, I> p;
+    p.rows = static_cast<const I*>(a.rows);
+    p.cols = static_cast<const I*>(a.cols);
+    p.W = static_cast<const T*>(a.W);
+    p.Ht = static_cast<const T*>(a.Ht);
+    p.m = a.m;
+    p.n = a.n;
+    p.nnz = a.nnz;
+    p.k = int(a.k);
+    p.chunks = s.chunks;
+    p.lanes_log2 = s.lanes_log2;
+    p.out = static_cast<T*>(a.out);
+    p.status = status;
+    const int64_t groups_per_block = kThreads >> s.lanes_log2;
+    const unsigned grid = unsigned(std::min<int64_t>(
+        std::max<int64_t>(1, ceil_div(a.nnz, groups_per_block)), int64_t(dev.sm_count) * 16));
+    MFEXT_RETURN_IF_ERROR(dispatch_shape<T>(s, DotLaunch<T, I>{p, grid, stream}));
+    MFEXT_RETURN_IF_ERROR(poison_on_error_launch(status, a.out, a.nnz, dt, dev.sm_count, stream));
+  }
+  ErrorContext ctx;
+  ctx.op = kOpSparseDot;
+  ctx.rows = a.rows;
+  ctx.cols = a.cols;
+  ctx.idx64 = a.idx64;
+  ctx.m = a.m;
+  ctx.n = a.n;
+  // No partial sums: the launch only reports an error (the "loss" is scratch).
+  return finalize_loss_launch(nullptr, 0, status, static_cast<char*>(workspace) + kLossOffset,
+                              DType::f64, ctx, a.mailbox, stream);
+}
+
+}  // namespace
+
+size_t sparse_dot_workspace_bytes() { return kLossOffset + sizeof(double); }
+
+cudaError_t sparse_dot_launch(const SparseDotArgs& a, void* workspace, const DeviceInfo& dev,
+                              cudaStream_t stream) {
+  if (a.dtype == DType::f32) {
+    return a.idx64 ? launch_typed<float, int64_t>(a, workspace, dev, stream)
+                   : launch_typed<float, int32_t>(a, workspace, dev, stream);
+  }
+  if (a.dtype == DType::f64) {
+    return a.idx64 ? launch_typed<double, int64_t>(a, workspace, dev, stream)
+                   : launch_typed<double, int32_t>(a, workspace, dev, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace cuda
+}  // namespace mfext
