@@ -50,10 +50,7 @@ SgdSizes check_sgd_inputs(const char* op, const at::Tensor& W, const at::Tensor&
     check_in_place(op, "user_bias", user_bias);
     check_in_place(op, "item_bias", item_bias);
   }
-  check_index_tensor(op, "rows", rows);
-  check_index_tensor(op, "cols", cols);
-  TORCH_CHECK(rows.scalar_type() == cols.scalar_type(), op, ": 'rows' (", rows.scalar_type(),
-              ") and 'cols' (", cols.scalar_type(), ") must have the same index dtype");
+  check_index_pair(op, rows, cols);
   check_float_tensor(op, "vals", vals, 1, false);
   check_same_dtype(op, "W", W, "vals", vals);
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"H_t", &H_t},

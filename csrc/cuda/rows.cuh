@@ -10,8 +10,7 @@
 namespace mfext {
 namespace cuda {
 
-// The k-vector of a row is cut into chunks of V elements; chunk c belongs to
-// lane (c % lanes) of the group. CPL > 0: each lane keeps its (at most CPL)
+// One lane's chunks of a row. CPL > 0: each lane keeps its (at most CPL)
 // chunks in registers; CPL == 0: any k, chunks are re-read from memory (cache).
 template <typename T, int V, int CPL>
 struct Chunks {
