@@ -1,6 +1,7 @@
 """The helpers of benchmarks/*.py and of the MovieLens report (no timing assertions)."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,8 +12,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import _common  # noqa: E402
+import bench_cf_cuda  # noqa: E402
+import bench_cuda  # noqa: E402
+import cuda_smoke  # noqa: E402
 import peers_dense  # noqa: E402
 import peers_sparse  # noqa: E402
+from conftest import SHARED_DATA  # noqa: E402
 
 from mfext.bench.movielens import _curve  # noqa: E402
 
@@ -81,3 +86,65 @@ def test_curve_reads_cumulative_and_per_epoch_seconds():
     assert [c["seconds"] for c in _curve(cumulative, 2.1)] == [0.5, 1.0, 1.5, 2.0]
     per_epoch = [{"epoch": i, "val_rmse": 1.0, "seconds": s} for i, s in enumerate([0.6, 0.4, 0.5])]
     assert [c["seconds"] for c in _curve(per_epoch, 1.6)] == pytest.approx([0.6, 1.0, 1.5])
+
+
+# The GPU scripts run the same code on the CPU (--device cpu) at tiny sizes
+# (--smoke), so that a session with a GPU never spends its minutes on a Python
+# error. These check that they run and write what the GPU session reads back.
+
+@pytest.fixture
+def cpu_dry_run(monkeypatch):
+    monkeypatch.delenv("OUT", raising=False)
+    monkeypatch.setattr(bench_cuda, "DEVICE", bench_cuda.DEVICE)  # restored afterwards
+
+
+def _positive_times(node) -> list:
+    """Every median_ms in a nested result."""
+    if isinstance(node, dict):
+        found = [node["median_ms"]] if "median_ms" in node else []
+        return found + [t for v in node.values() for t in _positive_times(v)]
+    if isinstance(node, list):
+        return [t for v in node for t in _positive_times(v)]
+    return []
+
+
+def test_bench_cuda_dry_run_on_cpu(tmp_path, capsys, cpu_dry_run):
+    out = tmp_path / "ops.json"
+    assert bench_cuda.main(["--smoke", "--device", "cpu", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["mode"] == "smoke" and res["facts"]["device"].startswith("cpu")
+    assert {"fused", "tiled", "autograd"} <= set(res["dense"])
+    assert res["dense"]["fused"]["speedup_vs_autograd"] > 0
+    ks = [r["k"] for r in res["crossover"]["rows"]]
+    assert ks == list(bench_cuda.SIZES["smoke"].crossover_ks)
+    assert "fused_ms" not in res["crossover"]["rows"][-1]  # k > 64 has the tiled path only
+    sparse = res["sparse"]
+    assert sparse["vs_autograd"]["fast"]["speedup_vs_autograd"] > 0
+    assert sparse["throughput_row_sorted"]["deterministic"]["entries_per_s"] > 0
+    times = _positive_times(res)
+    assert len(times) == 13 and all(t > 0 for t in times)  # 3 ceilings, 3 dense, 3 + 4 sparse
+    assert "target x50" in capsys.readouterr().out
+
+
+def test_bench_cf_cuda_dry_run_on_cpu(tmp_path, capsys, cpu_dry_run):
+    out = tmp_path / "cf.json"
+    argv = ["--smoke", "--device", "cpu", "--data", str(SHARED_DATA), "--out", str(out)]
+    assert bench_cf_cuda.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert res["device"] == "cpu" and res["mode"] == "smoke"
+    for mode in ("hogwild", "blocked"):
+        sgd = res["sgd"][mode]
+        assert sgd["median_ms"] > 0 and 0 < sgd["train_rmse_last_epoch"] < 2
+    assert res["als"]["d"] == bench_cf_cuda.RANK + 1 and res["als"]["train_rmse_sample"] < 2
+    ml = res["movielens"]
+    if "skipped" in ml:
+        assert "not found" in ml["skipped"]
+    else:
+        assert ml["sgd"]["test_rmse"] < 1.0 and ml["als"]["test_rmse"] < 1.0
+    assert "SGD epoch (hogwild" in capsys.readouterr().out
+
+
+def test_cuda_smoke_dry_run_on_cpu(capsys):
+    assert cuda_smoke.main(["--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "FAIL" not in printed and "bad index reported" in printed
