@@ -6,6 +6,8 @@
 // loss and to the gradients, even when its target is NaN or Inf.
 #pragma once
 
+#include <cstdint>
+
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define MFEXT_HD __host__ __device__ __forceinline__
 #else
@@ -70,6 +72,35 @@ MFEXT_HD scalar_t sgd_bias_step(scalar_t b, scalar_t err, scalar_t lr, scalar_t 
 template <typename scalar_t>
 MFEXT_HD scalar_t clamp_nonnegative(scalar_t x) {
   return x < scalar_t(0) ? scalar_t(0) : x;
+}
+
+// ---- Cholesky of the ALS normal equations ---------------------------------
+// A rank-deficient system (reg = 0 and fewer entries than unknowns) leaves
+// pivots of rounding size and either sign. Accepting a positive one would give
+// an enormous, meaningless solution, and the CPU and the GPU (which fuse
+// multiply-adds differently) would not agree on which. So a pivot must clear
+// d * eps * the system's largest diagonal entry (eps: the dtype's machine
+// epsilon); a system with one that does not takes the fallback ridge.
+template <typename scalar_t>
+MFEXT_HD scalar_t pivot_floor(scalar_t max_diag, int64_t d, scalar_t eps) {
+  return max_diag > scalar_t(0) ? scalar_t(d) * eps * max_diag : scalar_t(0);
+}
+
+// True for a pivot above the floor and finite (NaN fails both).
+template <typename scalar_t>
+MFEXT_HD bool good_pivot(scalar_t pivot, scalar_t floor, scalar_t max_value) {
+  return pivot > floor && pivot <= max_value;
+}
+
+// The ridge added before the second attempt at a system that failed: 1e-4 x
+// its largest diagonal entry, at least 4 floors (rounding moves a pivot by
+// about one) and the smallest normal number (an all-zero system).
+template <typename scalar_t>
+MFEXT_HD scalar_t fallback_ridge(scalar_t max_diag, int64_t d, scalar_t eps, scalar_t smallest) {
+  scalar_t scale = scalar_t(1e-4);
+  if (scalar_t(4) * scalar_t(d) * eps > scale) scale = scalar_t(4) * scalar_t(d) * eps;
+  const scalar_t ridge = scale * max_diag;
+  return ridge >= smallest ? ridge : smallest;  // NaN in, the smallest out
 }
 
 }  // namespace math

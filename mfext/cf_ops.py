@@ -119,8 +119,10 @@ def als_solve(
     global workspace for large d), so the (R, d, d) Gram batch is never
     stored. Bad input on CUDA is reported as for :func:`als_normal_equations`.
     A system that is not numerically positive definite (possible only with
-    zero regularization) is solved with a ridge of 1e-4 times its mean
-    diagonal; if that fails too its row comes back NaN.
+    zero regularization: a pivot at or below d * eps * its largest diagonal
+    entry, eps the dtype's machine epsilon) is solved with a ridge of
+    max(1e-4, 4 d eps) times that entry; if that fails too its row comes
+    back NaN. The same rule on the CPU and on CUDA.
 
     Returns
     -------

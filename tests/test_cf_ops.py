@@ -335,6 +335,25 @@ def test_als_solve_without_regularization_falls_back_to_a_ridge(gen):
     assert rel_err(F @ x[0], vals) <= 1e-3  # still (nearly) interpolates
 
 
+def test_als_solve_rank_deficient_systems_never_give_huge_solutions(device, dtype, gen):
+    """One entry per row, d = 3, no ridge: rank 1. The elimination leaves two pivots of
+    rounding size and either sign; a positive one accepted would give an enormous x.
+    The pivot floor (math::pivot_floor) sends every such row to the fallback ridge."""
+    R, d = 3000, 3
+    indptr = torch.arange(R + 1)
+    indices = torch.arange(R)
+    vals = torch.randn(R, generator=gen, dtype=dtype)
+    F = torch.randn(R, d, generator=gen, dtype=dtype)
+    x = cf_ops.als_solve(*(t.to(device) for t in (indptr, indices, vals, F)), None,
+                         torch.zeros(d, dtype=dtype, device=device), 0.0).cpu()
+    assert bool(torch.isfinite(x).all())
+    # The ridge solution is the minimum-norm interpolant, shrunk by ~1e-4: |x| = |v| / |f|.
+    ratio = x.norm(dim=1) / (vals.abs() / F.norm(dim=1))
+    assert float(ratio.max()) <= 1.0 + 1e-3
+    fitted = (F * x).sum(1)
+    assert rel_err(fitted, vals) <= 1e-3
+
+
 def test_als_identical_for_any_thread_count(gen):
     indptr, indices, vals, F, offset, reg = _csr_problem(gen, 400, 300, 33, 60, torch.float32)
     with threads(1):

@@ -160,6 +160,20 @@ def test_dense_layouts(layout, path, gen):
     _check(out, [e.to(dtype) for e in _dense_ref(A, W, H, weight)], dtype, like=(W, H))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_dense_tiled_row_blocks_with_a_short_last_block(dtype, gen):
+    """The tiled path runs A in 32 MiB row blocks; here the last one is short (100 of
+    2048 or 1024 rows) and has fewer partial losses than the first. Freed NaN memory
+    in the caching allocator shows a partial-loss slot that no block writes."""
+    m, n, k = 2148, 4096, 8
+    inputs = _dense(gen, m, n, k, dtype, False)
+    for _ in range(8):  # small blocks the op's partial-loss buffer may reuse
+        torch.full((4096,), float("nan"), dtype=torch.float64, device="cuda")
+    with dense_path("tiled"):
+        out = mfext.dense_loss_grad(*inputs)
+    _check(out, [e.to(dtype) for e in _dense_ref(*inputs)], dtype, like=inputs[1:3])
+
+
 def test_dense_matches_cpu_op(gen):
     inputs = _dense(gen, 211, 157, 24, torch.float64, True)
     gpu = mfext.dense_loss_grad(*inputs)

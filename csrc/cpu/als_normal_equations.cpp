@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "../als_checks.h"
+#include "../math.h"
 #include "index_range.h"
 
 namespace mfext {
@@ -119,15 +120,25 @@ int64_t build_row(const AlsProblem<scalar_t, index_t>& p, int64_t r, scalar_t* A
   return cnt;
 }
 
+// The largest diagonal entry of A (d, d), 0 at least (NaN entries are skipped).
+template <typename scalar_t>
+scalar_t max_diagonal(const scalar_t* A, int64_t d) {
+  scalar_t max_diag = 0;
+  for (int64_t q = 0; q < d; ++q) max_diag = std::max(max_diag, A[q * d + q]);
+  return max_diag;
+}
+
 // Solves A x = b in place (x overwrites b) from the lower triangle of A, which
 // is overwritten by its Cholesky factor. col: (d,) scratch. Returns false when
-// A is not numerically positive definite.
+// A is not numerically positive definite (math::good_pivot).
 template <typename scalar_t>
 bool cholesky_solve_kernel(scalar_t* __restrict A, scalar_t* __restrict b, int64_t d,
                            scalar_t* __restrict col) {
+  using limits = std::numeric_limits<scalar_t>;
+  const scalar_t floor = math::pivot_floor(max_diagonal(A, d), d, limits::epsilon());
   for (int64_t j = 0; j < d; ++j) {  // right-looking: rank-1 updates on contiguous rows
     const scalar_t pivot = A[j * d + j];
-    if (!(pivot > scalar_t(0)) || !std::isfinite(pivot)) return false;
+    if (!math::good_pivot(pivot, floor, limits::max())) return false;
     const scalar_t ljj = std::sqrt(pivot);
     const scalar_t inv = scalar_t(1) / ljj;
     A[j * d + j] = ljj;
@@ -192,13 +203,12 @@ int64_t als_solve_kernel(const AlsProblem<scalar_t, index_t>& p, int64_t R, scal
       build_row(p, r, A.data(), b, G);
       if (cholesky_solve_kernel(A.data(), b, d, col.data())) continue;
       // Not positive definite (possible with reg = 0 and fewer entries than d):
-      // rebuild with a ridge of 1e-4 times the mean diagonal, or give NaN.
+      // rebuild with a small ridge (math::fallback_ridge), or give NaN.
       ++ridged;
       build_row(p, r, A.data(), b, G);
-      scalar_t mean_diag = 0;
-      for (int64_t q = 0; q < d; ++q) mean_diag += A[q * d + q];
-      const scalar_t ridge = std::max(scalar_t(1e-4) * mean_diag / d,
-                                      std::numeric_limits<scalar_t>::min());
+      using limits = std::numeric_limits<scalar_t>;
+      const scalar_t ridge =
+          math::fallback_ridge(max_diagonal(A.data(), d), d, limits::epsilon(), limits::min());
       for (int64_t q = 0; q < d; ++q) A[q * d + q] += ridge;
       if (!cholesky_solve_kernel(A.data(), b, d, col.data())) {
         std::fill(b, b + d, std::numeric_limits<scalar_t>::quiet_NaN());

@@ -64,13 +64,21 @@ constexpr int kTile = 8;                      // tile edge (register tile of 8 x
 constexpr int kMaxChunk = 64;                 // entries gathered per step
 constexpr size_t kChunkBytes = 40 * 1024;     // target size of one gathered chunk
 constexpr int kValidateThreads = 256;
-constexpr size_t kMiscBytes = 128;            // flag and the 8 pivot reciprocals
+constexpr size_t kMiscBytes = 128;            // flag, the 8 pivot reciprocals, the pivot floor
+static_assert(16 + kTile * sizeof(double) <= 96 && 96 + sizeof(double) <= kMiscBytes,
+              "carve(): the flag at 0, inv at 16, floor at 96");
 constexpr size_t kWorkBudget = 256ull << 20;  // large-d path: global tiles of all blocks
 constexpr size_t kAlign = 256;
 
 template <typename T>
 constexpr int max_threads() {
   return sizeof(T) == 4 ? 512 : 256;  // 64 float32 / 128 float64 accumulator registers
+}
+// The solve kernel also holds the factorization's state: float32 takes 384
+// threads (168 registers each), and more passes only where d > 216.
+template <typename T>
+constexpr int max_solve_threads() {
+  return sizeof(T) == 4 ? 384 : 256;
 }
 template <typename T>
 constexpr int kUnit = 16 / int(sizeof(T));  // elements per 16-byte vector
@@ -106,21 +114,16 @@ __device__ __forceinline__ T root(T x) {
   }
 }
 
-// std::numeric_limits' max() and min() (not device functions without relaxed constexpr).
+// std::numeric_limits' max(), min() and epsilon() (not device functions without
+// relaxed constexpr).
 template <typename T>
 struct Limits {
-  static constexpr T max = FLT_MAX, min = FLT_MIN;
+  static constexpr T max = FLT_MAX, min = FLT_MIN, eps = FLT_EPSILON;
 };
 template <>
 struct Limits<double> {
-  static constexpr double max = DBL_MAX, min = DBL_MIN;
+  static constexpr double max = DBL_MAX, min = DBL_MIN, eps = DBL_EPSILON;
 };
-
-// The CPU's test: a pivot must be > 0 and finite (NaN fails both comparisons).
-template <typename T>
-__device__ __forceinline__ bool good_pivot(T x) {
-  return x > T(0) && x <= Limits<T>::max;
-}
 
 template <typename T>
 __device__ __forceinline__ T count_scale(int64_t cnt, double exponent) {
@@ -155,6 +158,7 @@ template <typename T>
 struct Smem {
   int* flag;  // factorization succeeded
   T* inv;     // (8,) reciprocals of the current diagonal tile's pivots
+  T* floor;   // (1,) the system's pivot floor (math::pivot_floor)
   T* rhs;     // (dp,) rhs, then y, then x
   T* tv;      // (chunk,) vals - col_offset of the gathered entries
   T* G;       // (chunk, dp) gathered factor rows (swizzled columns)
@@ -166,6 +170,7 @@ __device__ __forceinline__ Smem<T> carve(unsigned char* smem, const Params<T, Id
   Smem<T> s;
   s.flag = reinterpret_cast<int*>(smem);
   s.inv = reinterpret_cast<T*>(smem + 16);
+  s.floor = reinterpret_cast<T*>(smem + 96);
   s.rhs = reinterpret_cast<T*>(smem + p.off_rhs);
   s.tv = reinterpret_cast<T*>(smem + p.off_tv);
   s.G = reinterpret_cast<T*>(smem + p.off_g);
@@ -399,20 +404,55 @@ __device__ __forceinline__ T* tile_at(T* A, int64_t I, int64_t J) {
   return A + (tri(I) + J) * kTileStride<T>;
 }
 
-// The CPU's fallback for a matrix that is not positive definite: a ridge of
-// 1e-4 times the mean diagonal (at least the smallest normal number).
+// The diagonal of the system in tiles: entry (q, q).
+template <typename T>
+__device__ __forceinline__ T& diagonal(T* A, int64_t q) {
+  return tile_at(A, q / kTile, q / kTile)[(q % kTile) * (kTile + 1)];
+}
+
+// The largest diagonal entry of the system in tiles (q < d), 0 at least.
+template <typename T>
+__device__ __forceinline__ T max_diagonal(T* A, int64_t d) {
+  T max_diag = T(0);
+  for (int64_t q = 0; q < d; ++q) max_diag = fmax(max_diag, diagonal(A, q));
+  return max_diag;
+}
+
+// Thread 0 notes the system's pivot floor in s.floor before factor()
+// overwrites the diagonal (math::pivot_floor; the padding stays out).
+template <typename T, typename Idx>
+__device__ __forceinline__ void note_pivot_floor(const Params<T, Idx>& p, const Smem<T>& s, T* A) {
+  if (threadIdx.x == 0) *s.floor = math::pivot_floor(max_diagonal(A, p.d), p.d, Limits<T>::eps);
+}
+
+// After factor() succeeded: every pivot (L_qq^2, q < d) must clear the floor,
+// as on the CPU, or the system takes the fallback. One thread, O(d), outside
+// factor()'s register-bound loop.
+template <typename T, typename Idx>
+__device__ __forceinline__ bool pivots_clear_floor(const Params<T, Idx>& p, const Smem<T>& s,
+                                                   T* A) {
+  if (threadIdx.x == 0) {
+    bool ok = true;
+    for (int64_t q = 0; q < p.d && ok; ++q) {
+      const T l = diagonal(A, q);
+      ok = math::good_pivot(l * l, *s.floor, Limits<T>::max);
+    }
+    *s.flag = ok ? 1 : 0;
+  }
+  __syncthreads();
+  const bool ok = *s.flag != 0;
+  __syncthreads();  // s.flag is written again by the next factor()
+  return ok;
+}
+
+// The CPU's fallback for a matrix that is not positive definite:
+// math::fallback_ridge on the diagonal.
 template <typename T, typename Idx>
 __device__ __forceinline__ void add_fallback_ridge(const Params<T, Idx>& p, T* A) {
-  auto diag = [A](int64_t q) -> T& {
-    return tile_at(A, q / kTile, q / kTile)[(q % kTile) * (kTile + 1)];
-  };
   if (threadIdx.x == 0) {
-    T sum = T(0);
-    for (int64_t q = 0; q < p.d; ++q) sum += diag(q);
-    const T want = T(1e-4) * sum / T(p.d);
-    const T tiny = Limits<T>::min;
-    const T ridge = want < tiny ? tiny : want;  // std::max(want, tiny), NaN included
-    for (int64_t q = 0; q < p.d; ++q) diag(q) += ridge;
+    const T ridge =
+        math::fallback_ridge(max_diagonal(A, p.d), p.d, Limits<T>::eps, Limits<T>::min);
+    for (int64_t q = 0; q < p.d; ++q) diagonal(A, q) += ridge;
   }
   __syncthreads();
 }
@@ -438,7 +478,9 @@ __device__ __forceinline__ bool factor(const Params<T, Idx>& p, const Smem<T>& s
 #pragma unroll
       for (int j = 0; j < kTile; ++j) {
         const T pivot = l[j][j];
-        ok = ok && good_pivot(pivot);
+        // > 0 and finite here; the floor is checked after the factorization
+        // (pivots_clear_floor), away from this register-bound loop.
+        ok = ok && math::good_pivot(pivot, T(0), Limits<T>::max);
         const T ljj = root(pivot);
         const T inv = T(1) / ljj;
         l[j][j] = ljj;
@@ -557,7 +599,7 @@ __device__ __forceinline__ void back_substitute(const Params<T, Idx>& p, const S
 
 // x[r] for every row; block b takes rows order[b], order[b + gridDim.x], ...
 template <typename T, typename Idx, bool kSmemTiles>
-__global__ void __launch_bounds__(max_threads<T>()) als_solve_kernel(Params<T, Idx> p) {
+__global__ void __launch_bounds__(max_solve_threads<T>()) als_solve_kernel(Params<T, Idx> p) {
   if (has_error(p.status)) return;  // offsets or indices are bad: read nothing
   MFEXT_DYNAMIC_SMEM(smem);
   const Smem<T> s = carve(smem, p);
@@ -581,7 +623,8 @@ __global__ void __launch_bounds__(max_threads<T>()) als_solve_kernel(Params<T, I
     for (int attempt = 0; attempt < 2 && !solved; ++attempt) {
       build_system(p, s, A, e0, cnt, scale);
       if (attempt == 1) add_fallback_ridge(p, A);
-      solved = factor(p, s, A);
+      note_pivot_floor(p, s, A);
+      solved = factor(p, s, A) && pivots_clear_floor(p, s, A);
     }
     if (solved) back_substitute(p, s, A);
     for (int64_t q = threadIdx.x; q < d; q += blockDim.x) {
@@ -635,7 +678,8 @@ Plan make_plan(const AlsArgs& a, bool solve, const DeviceInfo& dev) {
   pl.nt = ceil_div(a.d, kTile);
   pl.dp = int(pl.nt * kTile);
   pl.tiles = tri(pl.nt);
-  const int64_t cap = sz == 4 ? max_threads<float>() : max_threads<double>();
+  const int64_t cap = solve ? (sz == 4 ? max_solve_threads<float>() : max_solve_threads<double>())
+                            : (sz == 4 ? max_threads<float>() : max_threads<double>());
   pl.threads = int(std::min<int64_t>(cap, ceil_div(pl.tiles, kWarp) * kWarp));
   pl.passes = ceil_div(pl.tiles, pl.threads);
   const size_t row_bytes = size_t(pl.dp) * sz;

@@ -25,7 +25,8 @@ struct AlsArgs {
 };
 
 // False when d is too large for the kernels: one gathered factor row must fit
-// the block's shared memory (d up to about 28,000 in float64 on an H100).
+// the block's shared memory with its rhs (d up to about 14,500 in float64 and
+// 29,000 in float32 on an H100).
 bool als_supported(const AlsArgs& args, bool solve, const DeviceInfo& dev);
 
 // als_solve: true when every row's system is built and solved in shared memory

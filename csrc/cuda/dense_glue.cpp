@@ -101,7 +101,7 @@ void run_tiled(const at::Tensor& A, const at::Tensor& W, const at::Tensor& H,
   const int64_t elem = at::elementSize(acc);
   const int64_t block_rows = std::clamp<int64_t>(kTiledBlockBytes / std::max<int64_t>(1, n * elem), 1, m);
   const int64_t blocks = (m + block_rows - 1) / block_rows;
-  const int parts_per_block = dense_residual_parts(block_rows, n, dev);
+  const int parts_per_block = dense_residual_parts(block_rows, n, dev);  // the largest block's
   at::Tensor R = at::empty({block_rows, n}, acc_opts);
   // Status, then the partial losses of every row block.
   const int64_t status_bytes = 256;
@@ -115,8 +115,8 @@ void run_tiled(const at::Tensor& A, const at::Tensor& W, const at::Tensor& H,
     const at::Tensor W_b = W_c.narrow(0, r0, rows);
     at::mm_out(R_b, W_b, H_c);  // W_blk H
     MFEXT_CUDA_LAUNCHED(dense_residual_launch(R_b.data_ptr(), a, r0, rows,
-                                              loss_parts + b * parts_per_block, status, dev,
-                                              stream));
+                                              loss_parts + b * parts_per_block, parts_per_block,
+                                              status, stream));
     at::Tensor gW_b = gW.narrow(0, r0, rows);
     at::mm_out(gW_b, R_b, Ht);  // G H^T
     if (b == 0) {

@@ -87,10 +87,12 @@ int dense_residual_parts(int64_t rows, int64_t n, const DeviceInfo& dev) {
 }
 
 cudaError_t dense_residual_launch(void* R, const DenseArgs& a, int64_t row0, int64_t rows,
-                                  double* loss_parts, Status* status, const DeviceInfo& dev,
+                                  double* loss_parts, int parts, Status* status,
                                   cudaStream_t stream) {
-  if (rows <= 0 || a.n <= 0) return cudaSuccess;
-  const int blocks = dense_residual_parts(rows, a.n, dev);
+  if (parts <= 0 || rows < 0) return cudaErrorInvalidValue;
+  // One block per slot, however small this tile is: the grid-stride loop takes
+  // any block count, and a slot left unwritten would add stale memory to the loss.
+  const int blocks = parts;
   switch (a.dtype) {
     case DType::f32:
       return launch<float, float>(R, a, row0, rows, loss_parts, status, blocks, stream);

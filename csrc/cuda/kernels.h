@@ -152,11 +152,13 @@ cudaError_t dense_fused_launch(const DenseArgs& args, const DensePlan& plan, voi
 // The tiled path's fused residual step on the rows [row0, row0 + rows) of A:
 // R: (rows, n) contiguous, float32 (float32/f16/bf16 inputs) or float64, holds
 // W_tile H on entry and G = 2 weight (W_tile H - A_tile) on exit. A and weight
-// are read from `args` in args.dtype with their strides; the tile's partial
-// losses go to loss_parts[0 : dense_residual_parts(rows, n, dev)].
+// are read from `args` in args.dtype with their strides. The tile's partial
+// losses go to loss_parts[0 : parts], every slot written (0 where a block found
+// no work), so the caller sizes the slots once, for its largest tile:
+// parts = dense_residual_parts(largest_rows, n, dev) >= 1.
 int dense_residual_parts(int64_t rows, int64_t n, const DeviceInfo& dev);
 cudaError_t dense_residual_launch(void* R, const DenseArgs& args, int64_t row0, int64_t rows,
-                                  double* loss_parts, Status* status, const DeviceInfo& dev,
+                                  double* loss_parts, int parts, Status* status,
                                   cudaStream_t stream);
 
 // ---------------------------------------------------------------------------

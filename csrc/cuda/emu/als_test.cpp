@@ -1,12 +1,13 @@
 // Runs the CUDA ALS kernels (als.cu) under the CPU emulation against a float64
 // reference: the normal equations built entry by entry, then a plain Cholesky
-// solve with the CPU op's fallback (a ridge of 1e-4 times the mean diagonal,
-// then NaN). Covers d = 1 .. 65 (40: vector gathers; 200 and 300 without
-// --quick), float32/float64, int32/int64 indices, empty and long rows,
-// count_exponent 0 / 1 / 0.75, col_offset, indptr slices, a processing order,
-// the large-d (global workspace) path, a non-positive-definite row, NaN
-// factors, and bad offsets and indices (NaN outputs, the mailbox). Built and
-// run by .ci/cuda_emu_check.sh.
+// solve with the CPU op's pivot test and fallback (math::pivot_floor and
+// math::fallback_ridge with the kernel dtype's epsilon, then NaN). Covers
+// d = 1 .. 65 (40: vector gathers; 200 and 300 without --quick), float32/float64,
+// int32/int64 indices, empty and long rows, count_exponent 0 / 1 / 0.75,
+// col_offset, indptr slices, a processing order, the large-d (global workspace)
+// path, a non-positive-definite row, large entries, NaN factors, and bad offsets
+// and indices (NaN outputs, the mailbox). Built and run by .ci/cuda_emu_check.sh.
+#include "../../math.h"
 #include "../als.h"
 #include "test_util.h"
 
@@ -30,6 +31,7 @@ struct AlsCase {
   int64_t bad_ptr = -1;       // indptr entry (in the slice) to push past nnz
   int64_t bad_idx = -1;       // entry to make out of range (-2: one outside the span)
   bool decreasing = false;    // bad_ptr: one less than its predecessor instead
+  double magnitude = 1.0;     // factor entries in [-magnitude, magnitude]
 };
 
 // Normal equations and the solve in float64, as the CPU op computes them.
@@ -38,10 +40,18 @@ struct Reference {
   int fallbacks = 0;  // rows that needed the ridge
 };
 
-bool cholesky_solve(std::vector<double> A, std::vector<double>& b, int64_t d) {
+// eps: the kernel dtype's (its pivot test decides which systems fall back).
+double max_diagonal(const std::vector<double>& A, int64_t d) {
+  double max_diag = 0;
+  for (int64_t q = 0; q < d; ++q) max_diag = std::max(max_diag, A[q * d + q]);
+  return max_diag;
+}
+
+bool cholesky_solve(std::vector<double> A, std::vector<double>& b, int64_t d, double eps) {
+  const double floor = mfext::math::pivot_floor(max_diagonal(A, d), d, eps);
   for (int64_t j = 0; j < d; ++j) {
     const double pivot = A[j * d + j];
-    if (!(pivot > 0) || !std::isfinite(pivot)) return false;
+    if (!mfext::math::good_pivot(pivot, floor, DBL_MAX)) return false;
     const double l = std::sqrt(pivot);
     for (int64_t i = j; i < d; ++i) A[i * d + j] /= l;
     for (int64_t i = j + 1; i < d; ++i)
@@ -84,14 +94,14 @@ Reference reference(const int64_t* indptr, const std::vector<I>& idx, const std:
     for (int64_t q = 0; q < d; ++q)
       A[q * d + q] = cnt ? A[q * d + q] + double(reg[q]) * scale : 1.0;
     std::vector<double> a(A, A + d * d), x(b, b + d);
-    if (!cholesky_solve(a, x, d)) {
+    const double eps = std::numeric_limits<T>::epsilon();
+    if (!cholesky_solve(a, x, d, eps)) {
       ++ref.fallbacks;
-      double mean = 0;
-      for (int64_t q = 0; q < d; ++q) mean += a[q * d + q];
-      const double ridge = std::max(1e-4 * mean / double(d), double(std::numeric_limits<T>::min()));
+      const double ridge = mfext::math::fallback_ridge(max_diagonal(a, d), d, eps,
+                                                       double(std::numeric_limits<T>::min()));
       for (int64_t q = 0; q < d; ++q) a[q * d + q] += ridge;
       x.assign(b, b + d);
-      if (!cholesky_solve(a, x, d)) x.assign(d, NAN);
+      if (!cholesky_solve(a, x, d, eps)) x.assign(d, NAN);
     }
     std::copy(x.begin(), x.end(), ref.x.begin() + r * d);
   }
@@ -144,9 +154,11 @@ void als_case(const AlsCase& c, bool quick) {
     idx[e] = I(e % sparse_ids);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t q = 0; q < d; ++q)
-      F[i * d + q] = c.singular && i < sparse_ids && q > 2 ? T(0) : T(uniform(-1, 1));
+      F[i * d + q] = c.singular && i < sparse_ids && q > 2 ? T(0)
+                                                           : T(c.magnitude * uniform(-1, 1));
   for (auto& x : off) x = T(uniform(-0.5, 0.5));
-  for (auto& x : reg) x = c.singular ? T(0) : T(uniform(0.05, 0.2));
+  // The ridge scales with the entries squared: the same conditioning at any magnitude.
+  for (auto& x : reg) x = c.singular ? T(0) : T(c.magnitude * c.magnitude * uniform(0.05, 0.2));
   if (c.nan_factor) F[idx[indptr[c.slice + 2]] * d] = T(NAN);  // row 2's first entry
   if (c.bad_idx >= 0) idx[indptr[c.slice] + c.bad_idx] = I(n + 2);
   if (c.bad_idx == -2 && c.slice > 0) idx[0] = I(-7);  // outside the rows' span: not an error
@@ -277,6 +289,9 @@ int main(int argc, char** argv) {
       {"indptr decreasing", 5, 10, 4, 3, 0, 1.0, true, 0, false, 232448, false, false, 3, -1, true},
       {"bad index", 5, 10, 4, 3, 0, 1.0, true, 0, false, 232448, false, false, -1, 2},
       {"outside span", 4, 10, 4, 3, 0, 1.0, true, 2, false, 232448, false, false, -1, -2},
+      // Diagonal ~1e7 (ridge ~1e6): the floor is far above the padding's pivots of 1.
+      {"large entries", 4, 12, 5, 8, 0, 1.0, true, 0, false, 232448, false, false, -1, -1, false,
+       3000.0},
   };
   if (!quick) {
     cases.push_back({"multi-pass smem", 2, 30, 200, 10, 0, 1.0, true});
