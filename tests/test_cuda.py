@@ -167,8 +167,11 @@ def test_dense_tiled_row_blocks_with_a_short_last_block(dtype, gen):
     in the caching allocator shows a partial-loss slot that no block writes."""
     m, n, k = 2148, 4096, 8
     inputs = _dense(gen, m, n, k, dtype, False)
-    for _ in range(8):  # small blocks the op's partial-loss buffer may reuse
-        torch.full((4096,), float("nan"), dtype=torch.float64, device="cuda")
+    # Free NaN-filled blocks of every small size: the caching allocator hands the
+    # op's status + partial-loss buffer (8-13 KB here) one of the same size.
+    poison = [torch.full((nbytes // 8,), float("nan"), dtype=torch.float64, device="cuda")
+              for nbytes in range(4096, 32768 + 1, 512)]
+    del poison
     with dense_path("tiled"):
         out = mfext.dense_loss_grad(*inputs)
     _check(out, [e.to(dtype) for e in _dense_ref(*inputs)], dtype, like=inputs[1:3])
