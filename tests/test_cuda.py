@@ -325,6 +325,28 @@ def test_bad_sparse_input_is_reported_without_sync(case, mode):
     assert torch.isfinite(mfext.sparse_loss_grad(rows, cols, vals, W, H)[0]).item()
 
 
+def test_an_error_on_a_side_stream_is_reported_while_the_current_stream_is_busy():
+    """Consuming an error frees the mailbox at once, whatever any stream has queued."""
+    rows, cols, vals, W, H = _bad_sparse()
+    rows[2] = 4
+    mfext.sparse_loss_grad(rows, cols, vals, W, H)
+    torch.cuda.synchronize()
+    rows[2], cols[4] = 2, 3
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    torch.cuda._sleep(1_000_000_000)  # the current stream stays busy from here
+    with pytest.raises(IndexError, match=r"rows\[2\] = 4"):
+        mfext.cuda_check_errors(synchronize=False)
+    with torch.cuda.stream(side):
+        loss = mfext.sparse_loss_grad(rows, cols, vals, W, H)[0]
+    side.synchronize()
+    with pytest.raises(IndexError, match=r"cols\[4\] = 3"):
+        mfext.cuda_check_errors(synchronize=False)
+    torch.cuda.synchronize()
+    assert torch.isnan(loss).item()
+    mfext.cuda_check_errors()  # each error reported once
+
+
 @pytest.mark.parametrize("path", ["fused", "tiled"])
 def test_bad_dense_weight_is_raised_by_the_next_call(path):
     A, W, H = torch.randn(40, 30, device="cuda"), torch.randn(40, 4, device="cuda"), torch.randn(4, 30, device="cuda")

@@ -136,15 +136,21 @@ void raise_pending_errors() {
   for (int idx = 0; idx < kMaxDevices; ++idx) {
     ErrorMailbox* mb = g_host[idx];
     if (mb == nullptr || mb->ready == 0) continue;
-    std::atomic_thread_fence(std::memory_order_acquire);
-    const ErrorMailbox e = {0,           mb->op,    mb->kind,  mb->has_weight,
-                            mb->position, mb->value, mb->bound, mb->weight};
-    mb->ready = 0;
+    ErrorMailbox e{};
     {
-      // Let the kernels report the next error.
-      const at::Device device(at::kCUDA, static_cast<c10::DeviceIndex>(idx));
-      c10::cuda::CUDAGuard guard(device);
-      MFEXT_CUDA_LAUNCHED(mailbox_rearm_launch(c10::cuda::getCurrentCUDAStream()));
+      // One host thread consumes each error: a second bump of `consumed` would
+      // put it ahead of the device's claims and lock the mailbox for good.
+      std::lock_guard<std::mutex> lock(g_mutex);
+      if (mb->ready == 0) continue;
+      std::atomic_thread_fence(std::memory_order_acquire);
+      e.op = mb->op;
+      e.kind = mb->kind;
+      e.has_weight = mb->has_weight;
+      e.position = mb->position;
+      e.value = mb->value;
+      e.bound = mb->bound;
+      e.weight = mb->weight;
+      mailbox_consume(mb);  // the kernels may report the next error
     }
     std::ostringstream msg;
     msg << op_name(e.op) << ": ";

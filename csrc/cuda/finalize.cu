@@ -1,5 +1,6 @@
 // The last step of every op: the fixed-order loss reduction, and the
 // sync-free error path (NaN loss and gradients, a description for the host).
+#include <atomic>
 #include <cmath>
 
 #include "common.cuh"
@@ -8,9 +9,9 @@ namespace mfext {
 namespace cuda {
 namespace {
 
-// Set by the first loss kernel that reports an error; the host re-arms it
-// (mailbox_rearm_launch) after it has read the mailbox.
-__device__ unsigned int g_mailbox_claimed = 0;
+// Claims taken on the mailbox so far (see ErrorMailbox): a claim succeeds only
+// when it equals the host's `consumed` count.
+__device__ unsigned int g_mailbox_claims = 0;
 
 constexpr int kFinalizeThreads = 256;
 
@@ -44,7 +45,10 @@ __device__ void report_error(const Status* status, const ErrorContext& ctx, Erro
     pos = status->bad_weight;
   }
   if (kind == kErrNone || mb == nullptr) return;
-  if (atomicCAS(&g_mailbox_claimed, 0u, 1u) != 0u) return;  // an earlier error is pending
+  // A stale read of `consumed` can only make the claim fail (the error is then
+  // dropped, its NaN results stay), never let two kernels write the mailbox.
+  const unsigned int consumed = mb->consumed;
+  if (atomicCAS(&g_mailbox_claims, consumed, consumed + 1u) != consumed) return;  // one pending
   const long long p = static_cast<long long>(pos);
   mb->op = ctx.op;
   mb->kind = kind;
@@ -108,8 +112,6 @@ __global__ void poison_on_error_kernel(const Status* __restrict__ status, T* __r
   }
 }
 
-__global__ void mailbox_rearm_kernel(unsigned value) { g_mailbox_claimed = value; }
-
 }  // namespace
 
 cudaError_t status_init(Status* status, cudaStream_t stream) {
@@ -150,11 +152,12 @@ cudaError_t poison_on_error_launch(const Status* status, void* data, int64_t cou
   return cudaSuccess;
 }
 
-cudaError_t mailbox_rearm_launch(cudaStream_t stream) {
-  auto kernel = mailbox_rearm_kernel;
-  MFEXT_LAUNCH(kernel, 1, 32, 0, stream, 0u);
-  MFEXT_LAUNCH_CHECK();
-  return cudaSuccess;
+void mailbox_consume(ErrorMailbox* host_view) {
+  host_view->ready = 0;
+  // The device must see ready == 0 before the count that lets it claim again.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  host_view->consumed = host_view->consumed + 1u;
+  std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
 }  // namespace cuda

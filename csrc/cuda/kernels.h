@@ -69,8 +69,13 @@ enum OpId : int {
   kOpSparseDot = 6,
 };
 
+// The device claims the mailbox with a ticket: a loss kernel may fill it only
+// while every earlier claim has been consumed (its claim count equals
+// `consumed`), so a pending error is never overwritten, and the host frees it
+// by bumping `consumed`: no re-arming launch, hence no stream to order it on.
 struct ErrorMailbox {
   volatile int ready;  // 1 once the fields below describe an error
+  volatile unsigned int consumed;  // errors the host has read (written by the host only)
   int op;              // OpId
   int kind;            // ErrorKind
   int has_weight;      // 1 when `weight` holds the bad weight's value
@@ -108,8 +113,9 @@ cudaError_t finalize_loss_launch(const double* parts, int64_t count, const Statu
 cudaError_t poison_on_error_launch(const Status* status, void* data, int64_t count, DType dtype,
                                    int sm_count, cudaStream_t stream);
 
-// Re-arms the device-side claim on the mailbox after the host consumed it.
-cudaError_t mailbox_rearm_launch(cudaStream_t stream);
+// The host's side of the mailbox: after copying an error out, frees the
+// mailbox for the next one (ready = 0, then consumed + 1, in that order).
+void mailbox_consume(ErrorMailbox* host_view);
 
 // ---------------------------------------------------------------------------
 // Dense: loss = sum(weight * (W H - A)^2), grad_W = 2 (weight * R) H^T,

@@ -5,6 +5,8 @@
 // 2^lanes_log2 lanes (at most a warp) reads it: chunk c belongs to lane c % lanes.
 #pragma once
 
+#include <initializer_list>
+
 #include "common.cuh"
 
 namespace mfext {
@@ -54,11 +56,14 @@ struct Shape {
   int cpl;         // chunks per lane held in registers: 1, 2, 4, or 0 (re-read)
 };
 
+// Vector loads and stores need k to be a multiple of V and every row buffer the
+// kernel touches (factors and gradients alike) to start on a 16-byte boundary;
+// any other view falls back to scalar access instead of faulting.
 template <typename T>
-inline Shape shape_for(int64_t k, const void* a, const void* b) {
+inline Shape shape_for(int64_t k, std::initializer_list<const void*> row_buffers) {
   constexpr int V = Vec16<T>::size;
-  const bool vec = k % V == 0 && reinterpret_cast<uintptr_t>(a) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(b) % 16 == 0;
+  bool vec = k % V == 0;
+  for (const void* p : row_buffers) vec = vec && reinterpret_cast<uintptr_t>(p) % 16 == 0;
   Shape s;
   s.v = vec ? V : 1;
   s.chunks = int(ceil_div(k, s.v));

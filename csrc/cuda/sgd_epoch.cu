@@ -324,7 +324,7 @@ Layout layout_for(const SgdArgs& a, const DeviceInfo& dev) {
   if (blocked) {
     l.n_parts = a.n_strata * a.width;
   } else {
-    l.n_parts = a.len > 0 ? hogwild_grid(a, shape_for<T>(a.k, a.W, a.Ht), dev).warps : 0;
+    l.n_parts = a.len > 0 ? hogwild_grid(a, shape_for<T>(a.k, {a.W, a.Ht}), dev).warps : 0;
   }
   l.status = 0;
   l.counter = align_up(sizeof(Status));
@@ -398,7 +398,7 @@ cudaError_t launch_typed(const SgdArgs& a, void* workspace, size_t workspace_byt
                  a.n_blocks, a.schedule, n_slots, status, counter);
     MFEXT_LAUNCH_CHECK();
   }
-  const Shape s = shape_for<T>(a.k, a.W, a.Ht);
+  const Shape s = shape_for<T>(a.k, {a.W, a.Ht});
   Params<T, I> p;
   p.W = static_cast<T*>(a.W);
   p.Ht = static_cast<T*>(a.Ht);

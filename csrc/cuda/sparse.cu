@@ -492,7 +492,7 @@ cudaError_t launch_segment(const SegParams<T, ID>& p, bool row, const Shape& s, 
 template <typename T, typename I>
 cudaError_t launch_fast(const SparseArgs& a, const Layout& l, char* ws, const DeviceInfo& dev,
                         cudaStream_t stream) {
-  const Shape s = shape_for<T>(a.k, a.W, a.Ht);
+  const Shape s = shape_for<T>(a.k, {a.W, a.Ht, a.grad_W, a.grad_Ht});
   FastParams<T, I> p;
   p.rows = static_cast<const I*>(a.rows);
   p.cols = static_cast<const I*>(a.cols);
@@ -545,7 +545,7 @@ cudaError_t launch_deterministic(const SparseArgs& a, const Layout& l, char* ws,
   MFEXT_RETURN_IF_ERROR(sort_pairs<ID>(ws + l.temp, temp_bytes, ckey, scol, ids, pcol, a.nnz,
                                        std::max(1, bit_width(uint64_t(a.n))), stream));
 
-  const Shape s = shape_for<T>(a.k, a.W, a.Ht);
+  const Shape s = shape_for<T>(a.k, {a.W, a.Ht, a.grad_W, a.grad_Ht});
   const int64_t units = ceil_div(a.nnz, kUnit);
   const unsigned grid = grid_for(units, s.lanes_log2, dev);
   const unsigned fix_grid = unsigned(std::max<int64_t>(

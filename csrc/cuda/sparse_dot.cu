@@ -99,7 +99,7 @@ cudaError_t launch_typed(const SparseDotArgs& a, void* workspace, const DeviceIn
   MFEXT_RETURN_IF_ERROR(status_init(status, stream));
   const DType dt = sizeof(T) == 4 ? DType::f32 : DType::f64;
   if (a.nnz > 0) {
-    const Shape s = shape_for<T>(a.k, a.W, a.Ht);
+    const Shape s = shape_for<T>(a.k, {a.W, a.Ht});
     DotParams<T, I> p;
     p.rows = static_cast<const I*>(a.rows);
     p.cols = static_cast<const I*>(a.cols);

@@ -187,7 +187,7 @@ void als_case(const AlsCase& c, bool quick) {
   a.d = d;
   a.nnz = nnz;
   a.dtype = sizeof(T) == 4 ? DType::f32 : DType::f64;
-  static ErrorMailbox mailbox;
+  ErrorMailbox& mailbox = fresh_mailbox();
   a.mailbox = &mailbox;
   const DeviceInfo dev = device(2, c.smem);
   char name[256];
@@ -214,8 +214,7 @@ void als_case(const AlsCase& c, bool quick) {
 
   // The normal equations.
   {
-    std::memset(&mailbox, 0, sizeof(mailbox));
-    mailbox_rearm_launch(nullptr);
+    fresh_mailbox();
     Buffer gram(sizeof(T) * c.R * d * d), rhs(sizeof(T) * c.R * d);
     Buffer ws(als_workspace_bytes(a, false, dev));
     const cudaError_t err =
@@ -234,8 +233,7 @@ void als_case(const AlsCase& c, bool quick) {
     }
   }
   // The solve.
-  std::memset(&mailbox, 0, sizeof(mailbox));
-  mailbox_rearm_launch(nullptr);
+  fresh_mailbox();
   Buffer x(sizeof(T) * c.R * d);
   Buffer ws(als_workspace_bytes(a, true, dev));
   check(als_solve_launch(a, x.p, ws.p, ws.bytes, dev, nullptr) == cudaSuccess,

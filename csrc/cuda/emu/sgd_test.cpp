@@ -239,9 +239,7 @@ void sgd_case(const SgdCase& c) {
   }
 
   State<T> got(init, c.misaligned ? 1 : 0);
-  static ErrorMailbox mailbox;
-  std::memset(&mailbox, 0, sizeof(mailbox));
-  mailbox_rearm_launch(nullptr);
+  ErrorMailbox& mailbox = fresh_mailbox();
   SgdArgs a;
   got.bind(a);
   a.rows = rows.data();

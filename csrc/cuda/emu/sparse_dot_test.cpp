@@ -1,7 +1,7 @@
 // Runs the _sparse_dot kernel (sparse_dot.cu) under the CPU emulation against
 // a float64 reference: vector and scalar row loads, chunks held in registers
 // and re-read, several entries per warp, int32/int64 indices, and the error
-// path (NaN output, the mailbox filled). Built and run by .ci/cuda_emu_check.sh.
+// path (NaN output, the mailbox filled, kept until consumed). Built and run by .ci/cuda_emu_check.sh.
 #include "test_util.h"
 
 using namespace mfext::cuda;
@@ -36,9 +36,7 @@ void dot_case(const DotCase& c) {
       ref[e] += double(W[int64_t(rows[e]) * c.k + q]) * double(Ht[int64_t(cols[e]) * c.k + q]);
 
   Buffer out(sizeof(T) * c.nnz), ws(sparse_dot_workspace_bytes());
-  static ErrorMailbox mailbox;
-  std::memset(&mailbox, 0, sizeof(mailbox));
-  mailbox_rearm_launch(nullptr);
+  ErrorMailbox& mailbox = fresh_mailbox();
   SparseDotArgs a;
   a.rows = rows.data();
   a.cols = cols.data();
@@ -78,6 +76,47 @@ void dot_case(const DotCase& c) {
   check(err <= (sizeof(T) == 8 ? 1e-14 : 1e-6), std::string(name) + ": error above tolerance");
 }
 
+// The mailbox keeps the first error until the host consumes it, then takes the
+// next one, with no re-arming launch in between.
+void mailbox_case() {
+  const int64_t m = 6, n = 5, k = 4, nnz = 8;
+  std::vector<int64_t> rows(nnz, 1), cols(nnz, 2);
+  std::vector<float> W(m * k, 1.0f), Ht(n * k, 1.0f);
+  Buffer out(sizeof(float) * nnz), ws(sparse_dot_workspace_bytes());
+  ErrorMailbox& mailbox = fresh_mailbox();
+  auto launch_with_bad_row = [&](int64_t position) {
+    std::fill(rows.begin(), rows.end(), 1);
+    rows[position] = m + position;
+    SparseDotArgs a;
+    a.rows = rows.data();
+    a.cols = cols.data();
+    a.idx64 = true;
+    a.W = W.data();
+    a.Ht = Ht.data();
+    a.m = m;
+    a.n = n;
+    a.k = k;
+    a.nnz = nnz;
+    a.dtype = DType::f32;
+    a.out = out.p;
+    a.mailbox = &mailbox;
+    check(sparse_dot_launch(a, ws.p, device(1, 232448), nullptr) == cudaSuccess,
+          "mailbox: launch error");
+  };
+  launch_with_bad_row(3);
+  check(mailbox.ready == 1 && mailbox.position == 3, "mailbox: the first error is reported");
+  launch_with_bad_row(5);
+  check(mailbox.ready == 1 && mailbox.position == 3 && mailbox.value == m + 3,
+        "mailbox: a pending error is never overwritten");
+  mailbox_consume(&mailbox);
+  check(mailbox.ready == 0, "mailbox: consumed");
+  launch_with_bad_row(6);
+  check(mailbox.ready == 1 && mailbox.position == 6 && mailbox.value == m + 6,
+        "mailbox: the next error is reported once the host consumed the first");
+  fresh_mailbox();
+  std::printf("  mailbox: first error kept, next one taken after consumption\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -97,5 +136,6 @@ int main(int argc, char** argv) {
     dot_case<float, int64_t>(c);
     if (!quick) dot_case<double, int32_t>(c);
   }
+  mailbox_case();
   return finish("sparse_dot emulation");
 }

@@ -48,6 +48,18 @@ inline double rel_err(const std::vector<double>& x, const std::vector<double>& r
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
+// The process's one mailbox, as the host glue keeps one per device: any error
+// left in it is consumed the way the host consumes it (mailbox_consume), and
+// its fields are cleared, so the next bad input is reported afresh.
+inline ErrorMailbox& fresh_mailbox() {
+  static ErrorMailbox mailbox{};
+  if (mailbox.ready) mailbox_consume(&mailbox);
+  const unsigned int consumed = mailbox.consumed;
+  std::memset(&mailbox, 0, sizeof(mailbox));
+  mailbox.consumed = consumed;
+  return mailbox;
+}
+
 // 256-byte aligned, poisoned buffer (NaN bytes) for outputs and workspaces.
 struct Buffer {
   void* p = nullptr;
