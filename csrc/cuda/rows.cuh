@@ -12,11 +12,33 @@
 namespace mfext {
 namespace cuda {
 
+// This thread's place among the grid's groups of 2^lanes_log2 lanes (a group
+// takes one entry at a time; the groups of a warp step together).
+struct LaneGroups {
+  int lanes;           // lanes per group
+  int lane;            // this thread's lane in its group
+  int64_t group;       // this thread's group, grid-wide
+  int64_t warp_first;  // the first group of this thread's warp
+  int64_t count;       // groups in the grid
+};
+
+__device__ __forceinline__ LaneGroups lane_groups(int lanes_log2) {
+  const int64_t gtid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  LaneGroups g;
+  g.lanes = 1 << lanes_log2;
+  g.lane = (threadIdx.x % kWarp) & (g.lanes - 1);
+  g.group = gtid >> lanes_log2;
+  g.warp_first = (gtid & ~int64_t(kWarp - 1)) >> lanes_log2;
+  g.count = (int64_t(gridDim.x) * blockDim.x) >> lanes_log2;
+  return g;
+}
+
 // One lane's chunks of a row. CPL > 0: each lane keeps its (at most CPL)
 // chunks in registers; CPL == 0: any k, chunks are re-read from memory (cache).
 template <typename T, int V, int CPL>
 struct Chunks {
-  static constexpr int N = (CPL > 0 ? CPL : 1) * V;
+  static constexpr int Q = CPL > 0 ? CPL : 1;  // chunks per lane held
+  static constexpr int N = Q * V;
   T v[N];
   __device__ __forceinline__ void zero() {
 #pragma unroll
@@ -26,7 +48,7 @@ struct Chunks {
   __device__ __forceinline__ void load(const T* __restrict__ base, int64_t row, int k,
                                        int chunks, int lane_g, int lanes, bool ok) {
 #pragma unroll
-    for (int q = 0; q < (CPL > 0 ? CPL : 1); ++q) {
+    for (int q = 0; q < Q; ++q) {
       const int c = lane_g + q * lanes;
       T tmp[V];
       if (ok && c < chunks) {
@@ -39,6 +61,34 @@ struct Chunks {
       for (int t = 0; t < V; ++t) v[q * V + t] = tmp[t];
     }
   }
+  // row[the lane's chunks] = v: plain stores, for a row this group owns.
+  __device__ __forceinline__ void store(T* row, int chunks, int lane_g, int lanes) const {
+    write<false>(row, T(1), chunks, lane_g, lanes);
+  }
+  // row[the lane's chunks] += scale * v with atomics, for a row other groups share.
+  __device__ __forceinline__ void atomic_add_scaled(T* row, T scale, int chunks, int lane_g,
+                                                    int lanes) const {
+    write<true>(row, scale, chunks, lane_g, lanes);
+  }
+
+ private:
+  template <bool ATOMIC>
+  __device__ __forceinline__ void write(T* row, T scale, int chunks, int lane_g, int lanes) const {
+#pragma unroll
+    for (int q = 0; q < Q; ++q) {
+      const int c = lane_g + q * lanes;
+      if (c < chunks) {
+        T x[V];
+#pragma unroll
+        for (int t = 0; t < V; ++t) x[t] = ATOMIC ? scale * v[q * V + t] : v[q * V + t];
+        if constexpr (ATOMIC) {
+          atomic_add_vec<T, V>(row + int64_t(c) * V, x);
+        } else {
+          store_vec<T, V>(row + int64_t(c) * V, x);
+        }
+      }
+    }
+  }
 };
 
 template <typename T, int V, int CPL>
@@ -47,6 +97,42 @@ __device__ __forceinline__ T chunk_dot(const Chunks<T, V, CPL>& a, const Chunks<
 #pragma unroll
   for (int i = 0; i < Chunks<T, V, CPL>::N; ++i) s += a.v[i] * b.v[i];
   return s;
+}
+
+// The lane's part of a_row . b_row, its chunks read from memory (the CPL == 0
+// path: rows too long to hold in registers).
+template <typename T, int V>
+__device__ __forceinline__ T reread_dot(const T* a_row, const T* b_row, int chunks, int lane_g,
+                                        int lanes) {
+  T d = T(0);
+#pragma unroll 1
+  for (int ch = lane_g; ch < chunks; ch += lanes) {
+    T a[V], b[V];
+    load_vec<T, V>(a_row + int64_t(ch) * V, a);
+    load_vec<T, V>(b_row + int64_t(ch) * V, b);
+#pragma unroll
+    for (int t = 0; t < V; ++t) d += a[t] * b[t];
+  }
+  return d;
+}
+
+// A[ra] . B[rb] for (rows, k) row-major A and B, by a group of lanes: every
+// lane of the warp must call it (shuffles), and every lane of the group gets
+// the sum, in a fixed order. CPL > 0: the lane's chunks of both rows stay in
+// `a` and `b` for the caller's update. `ok` false: the rows are not read.
+template <typename T, int V, int CPL>
+__device__ __forceinline__ T group_row_dot(Chunks<T, V, CPL>& a, Chunks<T, V, CPL>& b,
+                                           const T* A, int64_t ra, const T* B, int64_t rb,
+                                           int k, int chunks, int lane_g, int lanes, bool ok) {
+  T d = T(0);
+  if constexpr (CPL > 0) {
+    a.load(A, ra, k, chunks, lane_g, lanes, ok);
+    b.load(B, rb, k, chunks, lane_g, lanes, ok);
+    d = chunk_dot(a, b);
+  } else if (ok) {
+    d = reread_dot<T, V>(A + ra * k, B + rb * k, chunks, lane_g, lanes);
+  }
+  return group_allreduce(d, lanes);
 }
 
 struct Shape {

@@ -111,22 +111,7 @@ __device__ __forceinline__ double sgd_step(const Params<T, I>& p, bool act, cons
     b_i = p.bi[x.i];
   }
   C wv, hv;
-  T d = T(0);
-  if constexpr (CPL > 0) {
-    wv.load(p.W, x.u, k, chunks, lane_g, lanes, act);
-    hv.load(p.Ht, x.i, k, chunks, lane_g, lanes, act);
-    d = chunk_dot(wv, hv);
-  } else if (act) {
-#pragma unroll 1
-    for (int ch = lane_g; ch < chunks; ch += lanes) {
-      T a[V], b[V];
-      load_vec<T, V>(w + int64_t(ch) * V, a);
-      load_vec<T, V>(h + int64_t(ch) * V, b);
-#pragma unroll
-      for (int t = 0; t < V; ++t) d += a[t] * b[t];
-    }
-  }
-  d = group_allreduce(d, lanes);
+  const T d = group_row_dot(wv, hv, p.W, x.u, p.Ht, x.i, k, chunks, lane_g, lanes, act);
   // pred = dot + (mu + b_u + b_i), summed as on the CPU; the first lane's sum
   // goes to the whole group, so that every lane computes the same error.
   T bias = T(0);

@@ -59,19 +59,15 @@ struct FastParams {
 template <typename T, typename I, int V, int CPL>
 __global__ void __launch_bounds__(kThreads) sparse_fast_kernel(FastParams<T, I> p) {
   using C = Chunks<T, V, CPL>;
-  const int lanes = 1 << p.lanes_log2;
-  const int lane_g = (threadIdx.x % kWarp) & (lanes - 1);
-  const int64_t gtid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t group = gtid >> p.lanes_log2;
-  const int64_t warp_group0 = (gtid & ~int64_t(kWarp - 1)) >> p.lanes_log2;
-  const int64_t groups = (int64_t(gridDim.x) * blockDim.x) >> p.lanes_log2;
+  const LaneGroups lg = lane_groups(p.lanes_log2);
+  const int lanes = lg.lanes, lane_g = lg.lane;
   const int64_t units = ceil_div(p.nnz, kUnit);
   const int k = p.k, chunks = p.chunks;
   unsigned long long bad_r = kNoError, bad_c = kNoError, bad_w = kNoError;
 
   // The loop bounds are the same for every lane of a warp (shuffles inside).
-  for (int64_t base = warp_group0; base < units; base += groups) {
-    const int64_t u = base + (group - warp_group0);
+  for (int64_t base = lg.warp_first; base < units; base += lg.count) {
+    const int64_t u = base + (lg.group - lg.warp_first);
     const bool unit_ok = u < units;
     double uloss = 0.0;
     int64_t cur_row = -1;
@@ -95,21 +91,7 @@ __global__ void __launch_bounds__(kThreads) sparse_fast_kernel(FastParams<T, I> 
       const T val = in ? p.vals[e] : T(0);
 
       C wv, hv;
-      T d = T(0);
-      if constexpr (CPL > 0) {
-        wv.load(p.W, r, k, chunks, lane_g, lanes, in);
-        hv.load(p.Ht, c, k, chunks, lane_g, lanes, in);
-        d = chunk_dot(wv, hv);
-      } else if (in) {
-        for (int ch = lane_g; ch < chunks; ch += lanes) {
-          T a[V], b[V];
-          load_vec<T, V>(p.W + r * k + int64_t(ch) * V, a);
-          load_vec<T, V>(p.Ht + c * k + int64_t(ch) * V, b);
-#pragma unroll
-          for (int i = 0; i < V; ++i) d += a[i] * b[i];
-        }
-      }
-      d = group_allreduce(d, lanes);
+      const T d = group_row_dot(wv, hv, p.W, r, p.Ht, c, k, chunks, lane_g, lanes, in);
       const T res = d - val;
       T g = T(0);
       if (in) {
@@ -124,31 +106,10 @@ __global__ void __launch_bounds__(kThreads) sparse_fast_kernel(FastParams<T, I> 
       if (!in || g == T(0)) continue;  // nothing to add (no shuffles below)
 
       if constexpr (CPL > 0) {
-        // grad_Ht[c] += g W[r]
-#pragma unroll
-        for (int q = 0; q < CPL; ++q) {
-          const int ch = lane_g + q * lanes;
-          if (ch < chunks) {
-            T x[V];
-#pragma unroll
-            for (int i = 0; i < V; ++i) x[i] = g * wv.v[q * V + i];
-            atomic_add_vec<T, V>(p.gHt + c * k + int64_t(ch) * V, x);
-          }
-        }
+        wv.atomic_add_scaled(p.gHt + c * k, g, chunks, lane_g, lanes);  // grad_Ht[c] += g W[r]
         // grad_W[r] += g H[c], held in registers while the row repeats.
         if (r != cur_row) {
-          if (cur_row >= 0) {
-#pragma unroll
-            for (int q = 0; q < CPL; ++q) {
-              const int ch = lane_g + q * lanes;
-              if (ch < chunks) {
-                T x[V];
-#pragma unroll
-                for (int i = 0; i < V; ++i) x[i] = acc.v[q * V + i];
-                atomic_add_vec<T, V>(p.gW + cur_row * k + int64_t(ch) * V, x);
-              }
-            }
-          }
+          if (cur_row >= 0) acc.atomic_add_scaled(p.gW + cur_row * k, T(1), chunks, lane_g, lanes);
           cur_row = r;
           acc.zero();
         }
@@ -170,18 +131,7 @@ __global__ void __launch_bounds__(kThreads) sparse_fast_kernel(FastParams<T, I> 
       }
     }
     if constexpr (CPL > 0) {
-      if (cur_row >= 0) {
-#pragma unroll
-        for (int q = 0; q < CPL; ++q) {
-          const int ch = lane_g + q * lanes;
-          if (ch < chunks) {
-            T x[V];
-#pragma unroll
-            for (int i = 0; i < V; ++i) x[i] = acc.v[q * V + i];
-            atomic_add_vec<T, V>(p.gW + cur_row * k + int64_t(ch) * V, x);
-          }
-        }
-      }
+      if (cur_row >= 0) acc.atomic_add_scaled(p.gW + cur_row * k, T(1), chunks, lane_g, lanes);
     }
     if (unit_ok && lane_g == 0) p.loss_parts[u] = uloss;
   }
@@ -240,17 +190,13 @@ struct SegParams {
 template <typename T, typename ID, int V, int CPL, bool ROW>
 __global__ void __launch_bounds__(kThreads, 1) sparse_segment_kernel(SegParams<T, ID> p) {
   using C = Chunks<T, V, CPL>;
-  const int lanes = 1 << p.lanes_log2;
-  const int lane_g = (threadIdx.x % kWarp) & (lanes - 1);
-  const int64_t gtid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t group = gtid >> p.lanes_log2;
-  const int64_t warp_group0 = (gtid & ~int64_t(kWarp - 1)) >> p.lanes_log2;
-  const int64_t groups = (int64_t(gridDim.x) * blockDim.x) >> p.lanes_log2;
+  const LaneGroups lg = lane_groups(p.lanes_log2);
+  const int lanes = lg.lanes, lane_g = lg.lane;
   const int64_t units = ceil_div(p.nnz, kUnit);
   const int k = p.k, chunks = p.chunks;
 
-  for (int64_t base = warp_group0; base < units; base += groups) {
-    const int64_t u = base + (group - warp_group0);
+  for (int64_t base = lg.warp_first; base < units; base += lg.count) {
+    const int64_t u = base + (lg.group - lg.warp_first);
     const bool unit_ok = u < units;
     const int64_t s0 = u * kUnit;
     const uint32_t first_key = unit_ok ? p.keys[s0] : p.bound;
@@ -271,17 +217,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_segment_kernel(SegParams<T
       const bool valid = key < p.bound;
       if (valid && key != cur) {
         // Close the open segment, open the next one.
-        if (target != nullptr && CPL > 0) {
-#pragma unroll
-          for (int q = 0; q < (CPL > 0 ? CPL : 1); ++q) {
-            const int ch = lane_g + q * lanes;
-            if (ch < chunks) {
-              T x[V];
-#pragma unroll
-              for (int i = 0; i < V; ++i) x[i] = acc.v[q * V + i];
-              store_vec<T, V>(target + int64_t(ch) * V, x);
-            }
-          }
+        if constexpr (CPL > 0) {
+          if (target != nullptr) acc.store(target, chunks, lane_g, lanes);
         }
         cur = key;
         target = (key == first_key && head) ? p.part + u * k : p.out + int64_t(key) * k;
@@ -308,14 +245,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_segment_kernel(SegParams<T
           ov.load(p.oth, o, k, chunks, lane_g, lanes, valid);
           d = chunk_dot(own, ov);
         } else if (valid) {
-#pragma unroll 1
-          for (int ch = lane_g; ch < chunks; ch += lanes) {
-            T a[V], b[V];
-            load_vec<T, V>(p.own + int64_t(key) * k + int64_t(ch) * V, a);
-            load_vec<T, V>(p.oth + o * k + int64_t(ch) * V, b);
-#pragma unroll
-            for (int i = 0; i < V; ++i) d += a[i] * b[i];
-          }
+          d = reread_dot<T, V>(p.own + int64_t(key) * k, p.oth + o * k, chunks, lane_g, lanes);
         }
         d = group_allreduce(d, lanes);
         if (valid) {
@@ -350,17 +280,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_segment_kernel(SegParams<T
         }
       }
     }
-    if (target != nullptr && CPL > 0) {
-#pragma unroll
-      for (int q = 0; q < (CPL > 0 ? CPL : 1); ++q) {
-        const int ch = lane_g + q * lanes;
-        if (ch < chunks) {
-          T x[V];
-#pragma unroll
-          for (int i = 0; i < V; ++i) x[i] = acc.v[q * V + i];
-          store_vec<T, V>(target + int64_t(ch) * V, x);
-        }
-      }
+    if constexpr (CPL > 0) {
+      if (target != nullptr) acc.store(target, chunks, lane_g, lanes);
     }
     if (ROW && unit_ok && lane_g == 0) p.loss_parts[u] = uloss;
   }

@@ -33,18 +33,13 @@ struct DotParams {
 template <typename T, typename I, int V, int CPL>
 __global__ void __launch_bounds__(kThreads) sparse_dot_kernel(DotParams<T, I> p) {
   using C = Chunks<T, V, CPL>;
-  const int lanes = 1 << p.lanes_log2;
-  const int lane_g = (threadIdx.x % kWarp) & (lanes - 1);
-  const int64_t gtid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t group = gtid >> p.lanes_log2;
-  const int64_t warp_group0 = (gtid & ~int64_t(kWarp - 1)) >> p.lanes_log2;
-  const int64_t groups = (int64_t(gridDim.x) * blockDim.x) >> p.lanes_log2;
+  const LaneGroups lg = lane_groups(p.lanes_log2);
   unsigned long long bad_r = kNoError, bad_c = kNoError;
   // Warp-uniform loop bounds: every lane reaches the shuffles of each step.
   // Not unrolled: unrolling buys nothing for a latency-bound loop and spills.
 #pragma unroll 1
-  for (int64_t base = warp_group0; base < p.nnz; base += groups) {
-    const int64_t e = base + (group - warp_group0);
+  for (int64_t base = lg.warp_first; base < p.nnz; base += lg.count) {
+    const int64_t e = base + (lg.group - lg.warp_first);
     const bool act = e < p.nnz;
     const int64_t r = act ? int64_t(p.rows[e]) : 0;
     const int64_t c = act ? int64_t(p.cols[e]) : 0;
@@ -52,23 +47,9 @@ __global__ void __launch_bounds__(kThreads) sparse_dot_kernel(DotParams<T, I> p)
     if (act && !r_ok) note_bad(bad_r, e);
     if (act && !c_ok) note_bad(bad_c, e);
     const bool in = act && r_ok && c_ok;
-    T d = T(0);
-    if constexpr (CPL > 0) {
-      C wv, hv;
-      wv.load(p.W, r, p.k, p.chunks, lane_g, lanes, in);
-      hv.load(p.Ht, c, p.k, p.chunks, lane_g, lanes, in);
-      d = chunk_dot(wv, hv);
-    } else if (in) {
-      for (int ch = lane_g; ch < p.chunks; ch += lanes) {
-        T a[V], b[V];
-        load_vec<T, V>(p.W + r * p.k + int64_t(ch) * V, a);
-        load_vec<T, V>(p.Ht + c * p.k + int64_t(ch) * V, b);
-#pragma unroll
-        for (int i = 0; i < V; ++i) d += a[i] * b[i];
-      }
-    }
-    d = group_allreduce(d, lanes);
-    if (act && lane_g == 0) p.out[e] = in ? d : T(0);
+    C wv, hv;
+    const T d = group_row_dot(wv, hv, p.W, r, p.Ht, c, p.k, p.chunks, lg.lane, lg.lanes, in);
+    if (act && lg.lane == 0) p.out[e] = in ? d : T(0);
   }
   flush_bad(&p.status->bad_row, bad_r);
   flush_bad(&p.status->bad_col, bad_c);
