@@ -143,13 +143,7 @@ void raise_pending_errors() {
       std::lock_guard<std::mutex> lock(g_mutex);
       if (mb->ready == 0) continue;
       std::atomic_thread_fence(std::memory_order_acquire);
-      e.op = mb->op;
-      e.kind = mb->kind;
-      e.has_weight = mb->has_weight;
-      e.position = mb->position;
-      e.value = mb->value;
-      e.bound = mb->bound;
-      e.weight = mb->weight;
+      e = *mb;
       mailbox_consume(mb);  // the kernels may report the next error
     }
     std::ostringstream msg;

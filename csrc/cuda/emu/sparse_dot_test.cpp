@@ -16,6 +16,27 @@ struct DotCase {
   int64_t bad_col = -1;
 };
 
+// The kernel's arguments over host vectors (the emulation reads them directly).
+template <typename T, typename I>
+SparseDotArgs dot_args(const std::vector<I>& rows, const std::vector<I>& cols, const T* W,
+                       const std::vector<T>& Ht, int64_t m, int64_t n, int64_t k, void* out,
+                       ErrorMailbox* mailbox) {
+  SparseDotArgs a;
+  a.rows = rows.data();
+  a.cols = cols.data();
+  a.idx64 = sizeof(I) == 8;
+  a.W = W;
+  a.Ht = Ht.data();
+  a.m = m;
+  a.n = n;
+  a.k = k;
+  a.nnz = int64_t(rows.size());
+  a.dtype = sizeof(T) == 4 ? DType::f32 : DType::f64;
+  a.out = out;
+  a.mailbox = mailbox;
+  return a;
+}
+
 template <typename T, typename I>
 void dot_case(const DotCase& c) {
   case_start = std::chrono::steady_clock::now();
@@ -37,19 +58,7 @@ void dot_case(const DotCase& c) {
 
   Buffer out(sizeof(T) * c.nnz), ws(sparse_dot_workspace_bytes());
   ErrorMailbox& mailbox = fresh_mailbox();
-  SparseDotArgs a;
-  a.rows = rows.data();
-  a.cols = cols.data();
-  a.idx64 = sizeof(I) == 8;
-  a.W = W;
-  a.Ht = Ht.data();
-  a.m = c.m;
-  a.n = c.n;
-  a.k = c.k;
-  a.nnz = c.nnz;
-  a.dtype = sizeof(T) == 4 ? DType::f32 : DType::f64;
-  a.out = out.p;
-  a.mailbox = &mailbox;
+  const SparseDotArgs a = dot_args(rows, cols, W, Ht, c.m, c.n, c.k, out.p, &mailbox);
   char name[160];
   std::snprintf(name, sizeof(name), "sparse_dot %s i%d m=%lld n=%lld k=%lld nnz=%lld off=%lld",
                 sizeof(T) == 4 ? "f32" : "f64", int(8 * sizeof(I)), (long long)c.m,
@@ -87,19 +96,7 @@ void mailbox_case() {
   auto launch_with_bad_row = [&](int64_t position) {
     std::fill(rows.begin(), rows.end(), 1);
     rows[position] = m + position;
-    SparseDotArgs a;
-    a.rows = rows.data();
-    a.cols = cols.data();
-    a.idx64 = true;
-    a.W = W.data();
-    a.Ht = Ht.data();
-    a.m = m;
-    a.n = n;
-    a.k = k;
-    a.nnz = nnz;
-    a.dtype = DType::f32;
-    a.out = out.p;
-    a.mailbox = &mailbox;
+    const SparseDotArgs a = dot_args(rows, cols, W.data(), Ht, m, n, k, out.p, &mailbox);
     check(sparse_dot_launch(a, ws.p, device(1, 232448), nullptr) == cudaSuccess,
           "mailbox: launch error");
   };
