@@ -222,7 +222,7 @@ def test_als_row_slices_index_dtypes_and_offsets(index_dtype, offset, gen):
 @pytest.mark.parametrize("d", [5, 40, 300])
 def test_als_singular_systems_fall_back_like_the_cpu(d, gen):
     # Fewer entries than unknowns and no ridge: singular; both devices add the
-    # fallback ridge (math.h). Row 5 sees only a zero factor row (a zero matrix: the
+    # fallback ridge (element_math.h). Row 5 sees only a zero factor row (a zero matrix: the
     # smallest ridge, x = 0); row 1 is empty (gram = I, x = 0).
     R, n = 6, 10
     indptr = torch.tensor([0, 2, 2, 5, 6, 8, 9])

@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "../als_checks.h"
-#include "../math.h"
+#include "../element_math.h"
 #include "index_range.h"
 
 namespace mfext {

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "../checks.h"
-#include "../math.h"
+#include "../element_math.h"
 
 namespace mfext {
 namespace {

@@ -1,6 +1,6 @@
 // One in-place epoch of stochastic gradient descent over observed ratings, for
 // biased matrix factorization: pred = mu + b_u + b_i + w_u . h_i (use_biases)
-// or w_u . h_i. Per entry, with e = r - pred (math.h):
+// or w_u . h_i. Per entry, with e = r - pred (element_math.h):
 //   b_u += lr (e - bias_reg b_u),  b_i += lr (e - bias_reg b_i)
 //   w_u += lr (e h_i - reg w_u),   h_i += lr (e w_u(old) - reg h_i)
 //
@@ -40,7 +40,7 @@
 #include <immintrin.h>
 #endif
 
-#include "../math.h"
+#include "../element_math.h"
 #include "../sgd_checks.h"
 #include "index_range.h"
 #include "vec_dot.h"

@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "../checks.h"
-#include "../math.h"
+#include "../element_math.h"
 #include "bucket_order.h"
 #include "index_range.h"
 

@@ -1,5 +1,5 @@
 // Device helpers shared by the CUDA kernels: no torch, only CUDA headers and
-// ../math.h. With MFEXT_CUDA_EMU defined the same code compiles as plain C++
+// ../element_math.h. With MFEXT_CUDA_EMU defined the same code compiles as plain C++
 // against emu/emu.h, a CPU emulation used to test the kernels without a GPU.
 #pragma once
 
@@ -20,7 +20,7 @@
 
 #include <cstdint>
 
-#include "../math.h"
+#include "../element_math.h"
 #include "kernels.h"
 
 // Variadic so that template arguments' commas need no parentheses.

@@ -1,6 +1,6 @@
 // One in-place SGD epoch over observed ratings on the GPU (see sgd_epoch.h for
 // the two schedules). The element math is shared with the CPU kernel through
-// math.h, and the update rule, its order of operations and the loss are the
+// element_math.h, and the update rule, its order of operations and the loss are the
 // CPU's (csrc/cpu/sgd_epoch.cpp).
 //
 // One group of lanes scores and updates one entry: the group's lanes read w_u

@@ -7,7 +7,7 @@
 // col_offset, indptr slices, a processing order, the large-d (global workspace)
 // path, a non-positive-definite row, large entries, NaN factors, and bad offsets
 // and indices (NaN outputs, the mailbox). Built and run by .ci/cuda_emu_check.sh.
-#include "../../math.h"
+#include "../../element_math.h"
 #include "../als.h"
 #include "test_util.h"
 
