@@ -2,7 +2,8 @@
 # Runs the CUDA kernels on the CPU under csrc/cuda/emu/emu.h (every CUDA thread
 # a std::thread, WMMA emulated) with AddressSanitizer and UBSan, against a
 # float64 reference: their index math, bounds, barriers and error paths get
-# tested on machines without a GPU. Pass --quick for a shorter run.
+# tested on machines without a GPU. CI runs the full set; --quick is a shorter
+# run for development.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)

@@ -31,7 +31,7 @@ srcs=(csrc/cuda/*_glue.cpp csrc/mfext.cpp)
 for src in "${srcs[@]}"; do
   # shellcheck disable=SC2086
   g++ -std=c++17 -fsyntax-only -Wall -Wextra -Werror -DMFEXT_WITH_CUDA -DTORCH_EXTENSION_NAME=_C \
-      -DTORCH_API_INCLUDE_EXTENSION_H $torch_inc -isystem "$shim" $py_inc $cuda_inc "$src" \
+      -DTORCH_API_INCLUDE_EXTENSION_H -Icsrc $torch_inc -isystem "$shim" $py_inc $cuda_inc "$src" \
       > "$shim/$(basename "$src").log" 2>&1 &
   pids+=($!)
 done

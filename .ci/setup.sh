@@ -7,6 +7,12 @@ TORCH_PIN="torch==2.13.0"
 PY="${PYTHON:-python3}"
 cd "$(dirname "$0")/.."
 
+# For .ci/selftest.sh: a set-up that fails on purpose must fail the CI run.
+if [ "${MFEXT_CI_FAIL_SETUP:-0}" = 1 ]; then
+  echo "setup: failing on purpose (MFEXT_CI_FAIL_SETUP=1)" >&2
+  exit 1
+fi
+
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   echo "setup: torch is missing; installing $TORCH_PIN"
   "$PY" -m pip install -q "$TORCH_PIN"
