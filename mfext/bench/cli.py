@@ -12,6 +12,7 @@ import torch
 
 from .backends import BACKENDS
 from .grid import DTYPES, select_cases
+from .options import check_out_dir, check_positive_int
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,7 +64,9 @@ def run_bench(args: argparse.Namespace, argv: Optional[List[str]] = None) -> dic
     """Run the grid (or the MovieLens benchmark) that ``args`` selects; write the reports."""
     command = "python -m mfext " + shlex.join(argv if argv is not None else sys.argv[1:])
     out_dir = Path(args.out)
-    if args.threads:
+    check_positive_int(args.threads, "--threads")
+    check_positive_int(args.repeat, "--repeat")
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.movielens:
         from .movielens import run_movielens
@@ -82,10 +85,8 @@ def run_bench(args: argparse.Namespace, argv: Optional[List[str]] = None) -> dic
         if b not in BACKENDS:
             raise ValueError(f"--backends: unknown backend {b!r}; choose among {BACKENDS}")
     repeat = args.repeat if args.repeat is not None else (3 if args.smoke else 5)
-    if repeat < 1:
-        raise ValueError(f"--repeat must be >= 1, got {repeat}")
     devices = _devices(args.device)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out_dir)  # before the grid runs, not when its results are written
 
     load_start = machine.load_average()
     busy = machine.busy_warning()

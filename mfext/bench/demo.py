@@ -6,6 +6,7 @@ import torch
 import mfext
 from mfext import reference as ref
 
+from .options import check_positive_int
 from .timing import time_call
 
 
@@ -19,7 +20,16 @@ def run_demo(size: int = 2048, rank: int = 32, repeat: int = 5, iterations: int 
     Returns
     -------
     dict: ``toy`` {backend: {seconds, loss}} and ``timing`` {autograd_ms, fused_ms, speedup}.
+
+    Raises
+    ------
+    ValueError
+        ``size``, ``rank`` or ``repeat`` below 1, or ``iterations`` below 0 (the
+        message names the command-line option), before anything runs.
     """
+    for option, value, minimum in (("--size", size, 1), ("--rank", rank, 1),
+                                   ("--repeat", repeat, 1), ("--iterations", iterations, 0)):
+        check_positive_int(value, option, minimum)
     torch.set_printoptions(precision=4, sci_mode=False)
     A = torch.tensor(ref.TOY_MATRIX, dtype=torch.float32)
     print(f"Original matrix A (4x2), k=2, Adam lr=0.01, {iterations} iterations")

@@ -32,6 +32,13 @@ class Case:
             raise ValueError(f"Case m, n, k must be >= 1, got {self.m}, {self.n}, {self.k}")
         if self.kind == "sparse" and self.nnz < 1:
             raise ValueError(f"a sparse Case needs nnz >= 1, got {self.nnz}")
+        # torch indexes with int64: a larger shape cannot be allocated, only fail row by row
+        sizes = [self.m * self.k, self.k * self.n, self.nnz] + (
+            [self.m * self.n] if self.kind == "dense" else [self.m, self.n])
+        if max(sizes) >= 2 ** 63:
+            raise ValueError(f"Case {self.m}x{self.n}x{self.k}"
+                             + (f"@{self.nnz}" if self.kind == "sparse" else "")
+                             + " is too large: a tensor holds fewer than 2**63 elements")
         if self.dtype not in DTYPES:
             raise ValueError(f"Case.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
 
@@ -95,10 +102,13 @@ def parse_sizes(spec: str, dtypes: Sequence[str]) -> List[Case]:
                 f"MxNxK@NNZ for a sparse one, e.g. 1024x1024x32,6040x3706x32@1000000")
         m, n, k, nnz = match.groups()
         for dtype in dtypes:
-            if nnz is None:
-                cases.append(Case("dense", int(m), int(n), int(k), 0, dtype))
-            else:
-                cases.append(Case("sparse", int(m), int(n), int(k), int(nnz), dtype))
+            try:
+                if nnz is None:
+                    cases.append(Case("dense", int(m), int(n), int(k), 0, dtype))
+                else:
+                    cases.append(Case("sparse", int(m), int(n), int(k), int(nnz), dtype))
+            except ValueError as exc:
+                raise ValueError(f"--sizes {part!r}: {exc}") from None
     if not cases:
         raise ValueError(f"--sizes: no case in {spec!r}")
     return cases

@@ -13,7 +13,10 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .estimator_api import require_estimator
+from mfext import datasets
+from mfext.estimator import MatrixFactorization
+
+from .options import check_device, check_out_dir, estimator_option_errors
 from .peers import surprise_svd
 
 
@@ -44,19 +47,40 @@ def run_movielens(path: str, out_dir: Path, *, solvers: Sequence[str] = ("sgd", 
     -------
     dict with ``data`` (path, users, items, train and test sizes) and ``rows``: one per
     solver with ``fit_seconds``, ``test_rmse`` and ``curve``.
+
+    Raises
+    ------
+    ValueError
+        A bad option, checked before any training (the message names it:
+        ``--solvers``, ``--rank``, ``--max-iter``, ``--device``, ``--out``), or a
+        malformed ratings file.
     """
-    MatrixFactorization, datasets = require_estimator("bench --movielens")
     from .machine import machine_info, versions
 
+    if not solvers:
+        raise ValueError("--solvers: no solver given; choose among sgd, als, adam")
+    check_device(device)
+    options = {"max_iter": max_iter} if max_iter is not None else {}
+    models = {}
+    for solver in solvers:  # every option checked before the first (long) fit
+        with estimator_option_errors():
+            try:
+                models[solver] = MatrixFactorization(rank=rank, solver=solver,
+                                                     random_state=seed, device=device, **options)
+                models[solver]._resolved()
+            except ValueError as exc:
+                if str(exc).startswith("solver "):
+                    raise ValueError(f"--solvers: {exc}") from None
+                raise
+    out_dir = check_out_dir(out_dir)  # last: a bad option leaves no new directory behind
     ratings = datasets.load_movielens(path)
     train, test = datasets.train_test_split(ratings, test_size=0.1, seed=0)
     rows: List[Dict[str, object]] = []
     for solver in solvers:
-        options = {"max_iter": max_iter} if max_iter is not None else {}
-        model = MatrixFactorization(rank=rank, solver=solver, random_state=seed, device=device,
-                                    **options)
+        model = models[solver]
         t0 = time.perf_counter()
-        model.fit(train, validation=test)
+        with estimator_option_errors():
+            model.fit(train, validation=test)
         seconds = time.perf_counter() - t0
         rows.append({"library": "mfext", "model": f"MatrixFactorization({solver})",
                      "rank": rank, "fit_seconds": seconds,
@@ -79,7 +103,6 @@ def run_movielens(path: str, out_dir: Path, *, solvers: Sequence[str] = ("sgd", 
                         "n_items": int(ratings.n_items), "n_train": int(train.vals.numel()),
                         "n_test": int(test.vals.numel()), "split": "90/10, seed 0"},
                "machine": machine_info(), "versions": versions(), "rows": rows}
-    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "movielens.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     lines = [f"# MovieLens: {path}", "", f"- Command: `{command}`",
              f"- {results['data']['n_train']:,} train / {results['data']['n_test']:,} test ratings "
