@@ -5,6 +5,9 @@ matrix or array (COO, CSR, CSC, ...), a torch sparse tensor (COO, CSR, CSC), a
 ``(rows, cols, vals)`` tuple or list of arrays/tensors/sequences, or a dense 2-D
 numpy array or tensor whose NaN entries are missing. Stored entries are data:
 an explicit 0 is a rating of 0, and duplicates count each time.
+
+The scikit-learn form (:func:`pairs_to_triple`): X an (n, 2) array of (user,
+item) raw ids, y the (n,) ratings.
 """
 from __future__ import annotations
 
@@ -41,6 +44,8 @@ class Triple:
     def nnz(self) -> int:
         return int(self.vals.numel())
 
+
+_INT64_LIMIT = float(2**63)  # exactly representable in every float dtype that reaches it
 
 _WIDE_UNSIGNED = tuple(getattr(torch, n) for n in ("uint16", "uint32", "uint64")
                        if hasattr(torch, n))
@@ -82,6 +87,16 @@ def as_ids(x: Any, name: str) -> Tensor:
             pos = int(bad.nonzero()[0, 0])
             raise ValueError(f"{name} must hold integer ids; {name}[{pos}] = {t[pos].item()} is not "
                              "an integer")
+        # The cast to int64 wraps values of 2**63 or more to negative ids (and
+        # below -2**63 to anything): check the range on the floats first.
+        if t.numel() and bool((t < 0).any()):
+            pos = int((t < 0).nonzero()[0, 0])
+            raise ValueError(f"{name} must hold non-negative ids; {name}[{pos}] = {t[pos].item()}")
+        big = t >= _INT64_LIMIT
+        if bool(big.any()):
+            pos = int(big.nonzero()[0, 0])
+            raise ValueError(f"{name}[{pos}] = {t[pos].item()} does not fit in int64 (ids must be "
+                             "below 2**63)")
     if t.dtype in _WIDE_UNSIGNED:
         # torch has few kernels for uint16/32/64: compare on an int64 copy (uint64
         # ids of 2**63 or more wrap to negative in the bit view, so catch them first)
@@ -193,6 +208,87 @@ def to_triple(X: Any, name: str = "X", *, allow_empty: bool = False) -> Triple:
             if top >= bound:
                 raise ValueError(f"{name}: {what} id {top} is out of range for shape {shape}")
     return Triple(rows, cols, vals, shape, user_ids, item_ids)
+
+
+PAIRS_FORM = ("an (n, 2) array, tensor or DataFrame of (user, item) pairs, with the ratings "
+              "in y")
+
+
+def _id_column(col: Any, name: str) -> np.ndarray:
+    """One column of raw ids as int64 (integers, integral floats) or str (text); checked."""
+    arr = np.asarray(col)
+    if arr.dtype == object:  # a DataFrame with mixed column dtypes: infer each column again
+        try:
+            arr = np.asarray(arr.tolist())
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise TypeError(f"{name} must hold integer or string ids, got {exc}") from None
+        if arr.dtype == object:
+            raise TypeError(f"{name} must hold integer or string ids, got an object array")
+    if arr.dtype.kind in "US":
+        return arr.astype(str)
+    if arr.dtype.kind == "b" or arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold integer or string ids, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            pos = int(np.argmax(bad))
+            raise ValueError(f"{name} must hold integer ids; {name}[{pos}] = {arr[pos]} is not an "
+                             "integer")
+        out_of_range = (arr >= _INT64_LIMIT) | (arr < -_INT64_LIMIT)
+        if out_of_range.any():
+            pos = int(np.argmax(out_of_range))
+            raise ValueError(f"{name}[{pos}] = {arr[pos]} does not fit in int64")
+    elif arr.dtype == np.uint64 and arr.size and int(arr.max()) >= 2**63:
+        pos = int(np.argmax(arr >= np.uint64(2**63)))
+        raise ValueError(f"{name}[{pos}] = {int(arr[pos])} does not fit in int64")
+    return arr.astype(np.int64)
+
+
+def pair_columns(X: Any, name: str = "X") -> Tuple[np.ndarray, np.ndarray]:
+    """Users (n,) and items (n,) of an (n, 2) array of (user, item) pairs, as raw ids.
+
+    Each column comes back as int64 (integer or integral float ids) or str,
+    each on its own: a DataFrame of int users and str items works.
+    """
+    if isinstance(X, Ratings) or _is_scipy_sparse(X) or (
+            isinstance(X, Tensor) and X.layout != torch.strided):
+        raise TypeError(f"{name}: with y, {name} must be {PAIRS_FORM}; got "
+                        f"{type(X).__name__} (pass a ratings form of {name} without y)")
+    if isinstance(X, Tensor):
+        if X.device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor (no data); pass ids on a real device")
+        arr: Any = X.detach().cpu().numpy()
+    else:  # a DataFrame with columns of two types becomes an object array: see _id_column
+        arr = np.asarray(X)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"{name} must have shape (n, 2) (user, item pairs), got shape "
+                         f"{tuple(arr.shape)}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} holds no pairs")
+    return _id_column(arr[:, 0], f"{name}[:, 0]"), _id_column(arr[:, 1], f"{name}[:, 1]")
+
+
+def pairs_to_triple(X: Any, y: Any, name: str = "X") -> Triple:
+    """The ratings ``y`` (n,) of the (user, item) pairs ``X`` (n, 2), as a checked Triple.
+
+    The ids are raw ids: each side is mapped to ``0..u-1`` in ascending raw-id
+    order and the maps come back as ``user_ids``/``item_ids`` (ids that are
+    already ``0..u-1`` map to themselves).
+    """
+    users, items = pair_columns(X, name)
+    vals = _to_tensor(y, "y")
+    if vals.dim() == 2 and vals.shape[1] == 1:  # a one-column target, as sklearn allows
+        vals = vals.reshape(-1)
+    vals = _check_vals(vals, "y")
+    if vals.numel() != users.size:
+        raise ValueError(f"y must have one rating per row of {name}: got {vals.numel()} ratings "
+                         f"for {users.size} pairs")
+    user_ids, rows = np.unique(users, return_inverse=True)
+    item_ids, cols = np.unique(items, return_inverse=True)
+    rows_t = torch.from_numpy(rows.astype(np.int64).reshape(-1)).to(vals.device)
+    cols_t = torch.from_numpy(cols.astype(np.int64).reshape(-1)).to(vals.device)
+    return Triple(rows_t, cols_t, vals, (int(user_ids.size), int(item_ids.size)), user_ids,
+                  item_ids)
 
 
 def canonical_order(rows: Tensor, cols: Tensor, n_rows: int, n_cols: int) -> Optional[Tensor]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple, Union
@@ -113,11 +114,25 @@ def _resolve(path: PathLike) -> Path:
     return p
 
 
+_BLANK_LINE = re.compile(rb"(?m)^[ \t]*(?:\n|\Z)")
+
+
+def _skip_blank_lines(raw: bytes) -> bytes:
+    """``raw`` without its leading blank (empty or whitespace-only) lines."""
+    while True:
+        line, newline, rest = raw.partition(b"\n")
+        if line.strip() or not newline:
+            return raw
+        raw = rest
+
+
 def _parse(raw: bytes, sep: bytes, source: Path) -> np.ndarray:
     """Parse 3- or 4-field rating lines into a structured array (user, item, rating)."""
+    # Blank (empty or whitespace-only) lines are no ratings: drop them before the
+    # separator becomes a tab, which would turn a blank line into empty fields.
+    raw = _BLANK_LINE.sub(b"", raw.replace(b"\r", b""))
     if sep != b"\t":
         raw = raw.replace(sep, b"\t")
-    raw = raw.replace(b"\r", b"")
     first = raw.split(b"\n", 1)[0]
     n_fields = first.count(b"\t") + 1
     if n_fields not in (3, 4):
@@ -131,7 +146,7 @@ def _parse(raw: bytes, sep: bytes, source: Path) -> np.ndarray:
     except ValueError as exc:
         raise ValueError(
             f"load_movielens: {source} is malformed: {exc}. User and item ids must be integers "
-            "and ratings numbers.") from exc
+            "from 0 to 2**63 - 1 (int64) and ratings numbers.") from exc
     return table
 
 
@@ -181,7 +196,7 @@ def load_movielens(path: PathLike, *, dtype: torch.dtype = torch.float32) -> Rat
     raw = source.read_bytes()
     name = source.name.lower()
     if name.endswith(".csv"):
-        header, _, raw = raw.partition(b"\n")
+        header, _, raw = _skip_blank_lines(raw).partition(b"\n")
         if not header.strip() or header[:1].isdigit():
             raise ValueError(f"load_movielens: {source}: a .csv ratings file must start with a "
                              f"header line (userId,movieId,rating,...), got {header[:80]!r}")

@@ -34,6 +34,7 @@ import inspect
 import math
 import os
 import pickle
+import stat
 import tempfile
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -45,7 +46,8 @@ from torch import Tensor
 from . import _cf_distributed as dist_solvers
 from . import _cf_solvers as solvers
 from .distributed import get_communicator
-from ._cf_input import Triple, as_ids, canonical_order, csr_by, to_triple
+from ._cf_input import (Triple, as_ids, canonical_order, csr_by, pair_columns, pairs_to_triple,
+                        to_triple)
 from ._library import build_info
 
 __all__ = ["MatrixFactorization"]
@@ -108,6 +110,84 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
+def _check_fits_dtype(vals: Tensor, dtype: torch.dtype, name: str) -> None:
+    """A clear error when ratings ``vals`` (s,) overflow the model dtype.
+
+    Without it a float32 model fed ratings of 1e300 (or ratings whose squared
+    errors overflow, such as 1e20) fails in the first epoch with a message
+    about the global mean or about divergence and a lower learning rate,
+    neither of which is the cause.
+    """
+    if vals.numel() == 0:
+        return
+    big = float(torch.finfo(dtype).max)
+    v = vals.detach().to(torch.float64)
+    over = v.abs() > big
+    if bool(over.any()):
+        pos = int(over.nonzero()[0, 0])
+        raise ValueError(
+            f"{name}: rating {pos} = {v[pos].item():.6g} overflows {_dtype_name(dtype)} (largest "
+            f"finite value {big:.6g}); rescale the ratings"
+            + (" or use dtype=torch.float64" if dtype != torch.float64 else ""))
+    # The training error sums squared residuals in the model dtype: starting
+    # from a zero prediction that sum is at most sum(v**2), so it must fit too.
+    squares = float(v.square().sum())
+    if not squares <= big:
+        raise ValueError(
+            f"{name}: the ratings are too large for a {_dtype_name(dtype)} model: their sum of "
+            f"squares ({squares:.3g}) overflows {_dtype_name(dtype)} (largest finite value "
+            f"{big:.6g}), so the training error cannot be represented; rescale the ratings"
+            + (" or use dtype=torch.float64" if dtype != torch.float64 else ""))
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no way to read it without setting it elsewhere
+    os.umask(mask)
+    return mask
+
+
+def _saved_file_mode(path: str) -> int:
+    """Permission bits for a file written to ``path``.
+
+    A replaced file keeps its mode (a model another user's service reads stays
+    readable); a new file gets ``0o666 & ~umask``, as ``open`` would give it.
+    """
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _device_problem(device: torch.device) -> Optional[str]:
+    """Why the fitted tensors cannot live on ``device`` here, or None when they can."""
+    if device.type == "meta":
+        return "meta tensors hold no data"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "CUDA is not available on this machine"
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+        if not build_info()["cuda"]:
+            return "this mfext build has no CUDA kernels (mfext.build_info()['cuda'] is False)"
+        return None
+    if device.type == "cpu":
+        return None
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        return f"{type(exc).__name__}: {first}"
+    return None
+
+
 class MatrixFactorization:
     """Matrix factorization of sparse explicit ratings (collaborative filtering).
 
@@ -144,7 +224,8 @@ class MatrixFactorization:
     lr_decay : float or None
         SGD learning-rate decay per epoch, in (0, 1]. None: the default.
     init_std : float
-        Standard deviation of the initial factors.
+        Standard deviation of the initial factors, > 0 (at 0 the factors
+        would never move from 0: a ValueError).
     als_reg_exponent : float
         ALS scales the ridge of a row with n ratings by ``n ** als_reg_exponent``.
 
@@ -175,6 +256,13 @@ class MatrixFactorization:
     in fit) fall back to the biases: ``mu + b_i`` for an unknown user, ``mu +
     b_u`` for an unknown item, ``mu`` for both (``rating_mean_`` without
     biases); pass ``unknown="raise"`` for an error instead.
+
+    scikit-learn: the estimator is a regressor on (user, item) pairs.
+    ``fit(X, y)`` takes X (n, 2) raw ids and y (n,) ratings, ``predict(X)``
+    returns a numpy array and ``score(X, y)`` the R², so ``clone``,
+    ``GridSearchCV``, ``cross_val_score`` and scorers such as
+    ``"neg_root_mean_squared_error"`` work. scikit-learn is imported only by
+    ``__sklearn_tags__``, which scikit-learn itself calls.
     """
 
     def __init__(
@@ -227,10 +315,11 @@ class MatrixFactorization:
     def set_params(self, **params: Any) -> "MatrixFactorization":
         """Set constructor parameters; returns self."""
         valid = self._param_names()
-        for key, value in params.items():
+        for key in params:  # all names first: a bad one sets nothing
             if key not in valid:
                 raise ValueError(f"Invalid parameter {key!r} for MatrixFactorization; valid "
                                  f"parameters are: {', '.join(valid)}")
+        for key, value in params.items():
             setattr(self, key, value)
         return self
 
@@ -256,7 +345,9 @@ class MatrixFactorization:
             return v
 
         def integer(name, value, lo):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an integer >= {lo}, got {value!r}")
+            if value < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
             return int(value)
 
@@ -269,7 +360,9 @@ class MatrixFactorization:
         out["lr"] = None if lr is None else number("lr", lr, 0.0, True)
         decay = self.lr_decay if self.lr_decay is not None else d["lr_decay"]
         out["lr_decay"] = None if decay is None else number("lr_decay", decay, 0.0, True, 1.0)
-        out["init_std"] = number("init_std", self.init_std, 0.0, False)
+        # init_std = 0 would start every factor at 0, where the gradients of the
+        # factors vanish too: every solver would fit the biases only, silently.
+        out["init_std"] = number("init_std", self.init_std, 0.0, True)
         out["als_reg_exponent"] = number("als_reg_exponent", self.als_reg_exponent, -math.inf, False)
         if self.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {self.dtype!r}")
@@ -291,7 +384,8 @@ class MatrixFactorization:
             try:
                 device = torch.device(self.device)
             except (RuntimeError, TypeError) as exc:
-                raise ValueError(f"device: {exc}") from exc
+                raise ValueError(f"device must be a device such as 'cpu' or 'cuda:0', got "
+                                 f"{self.device!r} ({exc})") from exc
         elif data is not None:
             device = data.vals.device
         else:
@@ -305,13 +399,14 @@ class MatrixFactorization:
                 "CUDA build of torch: FORCE_CUDA=1 pip install --no-build-isolation --no-deps -e .")
         if device.type not in ("cpu", "cuda") and self.solver in ("sgd", "als"):
             raise NotImplementedError(
-                f"solver={self.solver!r} has CPU and CUDA kernels only; use device='cpu', a "
-                f"CUDA device, or solver='adam' on {device}")
+                f"device={str(device)!r} is not supported by solver={self.solver!r}, which has "
+                f"CPU and CUDA kernels only; use device='cpu', a CUDA device, or solver='adam' "
+                f"on {device}")
         return device
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, X: Any, *, validation: Any = None,
+    def fit(self, X: Any, y: Any = None, *, validation: Any = None,
             early_stopping_rounds: Optional[int] = None,
             distributed: Optional[bool] = None) -> "MatrixFactorization":
         """Fit the model to observed ratings.
@@ -322,7 +417,14 @@ class MatrixFactorization:
             triple, or dense 2-D array/tensor with NaN for missing entries.
             Ids are non-negative integers; every stored entry (an explicit 0
             included) is a rating; duplicates count each time.
-        validation : same forms, optional
+            With ``y`` (the scikit-learn regressor convention): an (n, 2) array,
+            tensor or DataFrame of (user, item) pairs. These are raw ids
+            (integers or strings), mapped to indices in ascending order and
+            kept in ``user_ids_``/``item_ids_`` as for a Ratings input (ids
+            that are already ``0..u-1`` map to themselves).
+        y : array-like or Tensor, (n,), optional
+            The ratings of the pairs ``X``; None for the other forms of ``X``.
+        validation : any form of ``X`` without ``y``, optional
             Scored after every epoch into ``history_`` (``val_rmse``, ``val_mae``).
             A Ratings object with other id maps is matched by raw id.
         early_stopping_rounds : int, optional
@@ -344,23 +446,86 @@ class MatrixFactorization:
         Raises
         ------
         TypeError, ValueError
-            Bad input (see :mod:`mfext._cf_input`) or parameters.
+            Bad input (see :mod:`mfext._cf_input`) or parameters, ratings that
+            overflow the model dtype.
         FloatingPointError
-            The fit diverged (a NaN or Inf appeared); the model keeps the last
-            finite factors and the error says which epoch failed.
+            The fit diverged (a NaN or Inf appeared): the model becomes the fit
+            as of the last finite epoch (``n_iter_`` epochs, its ``history_``),
+            complete and consistent (``save`` and ``load`` work), and the error
+            says which epoch failed.
+
+        Notes
+        -----
+        Everything (parameters, data, validation set) is checked and the new
+        model is built apart from this one; the fitted attributes are replaced
+        together at the end. Any failure other than divergence (bad input, an
+        error or an interrupt during training) leaves the model exactly as it
+        was, a previous fit included.
         """
+        work = self._blank()
+        try:
+            work._fit(X, y, validation, early_stopping_rounds, distributed)
+        except FloatingPointError:
+            if hasattr(work, "n_iter_"):  # divergence: work holds the last finite epoch
+                self._adopt(work)
+            raise
+        self._adopt(work)
+        return self
+
+    def _blank(self) -> "MatrixFactorization":
+        """An unfitted model with this one's constructor parameters (the same objects)."""
+        work = object.__new__(type(self))
+        for name in self._param_names():
+            setattr(work, name, getattr(self, name))
+        return work
+
+    # Private attributes a fit sets (with the public ones, which end with "_").
+    _FIT_STATE = frozenset({"_comm", "_device", "_lookups", "_seen_indptr", "_seen_items"})
+
+    def _adopt(self, work: "MatrixFactorization") -> None:
+        """Replace the fitted state of self by that of ``work`` (plain assignments only).
+
+        Attributes that are not fit state (set on the object by someone else,
+        such as scikit-learn's callback context) stay.
+        """
+        params = set(self._param_names())
+        state = {k: v for k, v in vars(work).items() if k not in params}
+        for name in [k for k in vars(self) if k not in params and k not in state
+                     and (k.endswith("_") or k in self._FIT_STATE)]:
+            delattr(self, name)
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def _fit(self, X: Any, y: Any, validation: Any, early_stopping_rounds: Optional[int],
+             distributed: Optional[bool]) -> None:
+        """The fit itself, on a model from :meth:`_blank` (it sets attributes as it goes)."""
         start = time.perf_counter()
         prm = self._resolved()
-        if early_stopping_rounds is not None:
+        rounds = early_stopping_rounds
+        if rounds is not None:
             if validation is None:
                 raise ValueError("early_stopping_rounds needs a validation set")
-            if isinstance(early_stopping_rounds, bool) or not isinstance(early_stopping_rounds, (int, np.integer)) or early_stopping_rounds < 1:
-                raise ValueError(f"early_stopping_rounds must be an integer >= 1, got {early_stopping_rounds!r}")
-        data = to_triple(X, "X")
+            if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)):
+                raise TypeError(f"early_stopping_rounds must be an integer >= 1, got {rounds!r}")
+            if rounds < 1:
+                raise ValueError(f"early_stopping_rounds must be an integer >= 1, got {rounds!r}")
+        if distributed is not None and not isinstance(distributed, (bool, np.bool_)):
+            raise TypeError(f"distributed must be None, True or False, got {distributed!r}")
+        data = to_triple(X, "X") if y is None else pairs_to_triple(X, y, "X")
+        _check_fits_dtype(data.vals, self.dtype, "X" if y is None else "y")
         device = self._resolve_device(data)
         m, n = data.shape if data.shape is not None else (
             int(data.rows.max()) + 1, int(data.cols.max()) + 1)
         _check_model_size(m, n, prm["rank"], self.dtype, device, "X")
+        # The id maps first: the validation set is matched through them, and
+        # checked before anything expensive happens.
+        self.user_ids_, self.item_ids_ = data.user_ids, data.item_ids
+        self._lookups: Dict[str, Any] = {}
+        val = None
+        if validation is not None:
+            vt = to_triple(validation, "validation")
+            vr, vc = self._map_triple(vt, "validation")
+            val = (vr.to(device), vc.to(device), vt.vals.to(device=device, dtype=torch.float64))
         comm = self._comm = get_communicator(distributed)
         if comm.distributed:
             n = max(comm.all_gather_objects(n, "item count"))
@@ -375,8 +540,6 @@ class MatrixFactorization:
         vals = vals.to(device=device, dtype=self.dtype)
 
         self.n_users_, self.n_items_ = m, n
-        self.user_ids_, self.item_ids_ = data.user_ids, data.item_ids
-        self._lookups: Dict[str, Any] = {}
         self._device = device
         self.rating_mean_ = (comm.sum_scalar(float(vals.double().sum()), "rating sum")
                              / comm.sum_scalar(float(vals.numel()), "rating count"))
@@ -386,11 +549,6 @@ class MatrixFactorization:
         self.item_counts_ = torch.bincount(cols, minlength=n)
         self._seen_indptr, order = csr_by(rows, m)
         self._seen_items = cols[order]
-        val = None
-        if validation is not None:
-            vt = to_triple(validation, "validation")
-            vr, vc = self._map_triple(vt, "validation")
-            val = (vr.to(device), vc.to(device), vt.vals.to(device=device, dtype=torch.float64))
 
         gen = torch.Generator().manual_seed(prm["seed"])
         problem = solvers.Problem(rows, cols, vals, m, n, mu, bool(self.biases),
@@ -404,7 +562,6 @@ class MatrixFactorization:
                 f = solvers.init_factors(problem, prm["rank"], prm["init_std"], gen, self.dtype, device)
                 solver = self._make_solver(problem, f, prm, gen)
             self._run(solver, problem, f, prm, val, early_stopping_rounds, start)
-        return self
 
     def _make_solver(self, p: solvers.Problem, f: solvers.Factors, prm: Dict[str, Any],
                      gen: torch.Generator):
@@ -519,17 +676,19 @@ class MatrixFactorization:
             self._lookups[side] = (ids[order], order)
         return self._lookups[side]
 
-    def _raw_to_index(self, side: str, raw: np.ndarray) -> Tensor:
+    def _raw_to_index(self, side: str, raw: np.ndarray, name: Optional[str] = None) -> Tensor:
         """Raw ids (s,) -> indices (s,) int64; unknown raw ids -> the out-of-range n."""
         ids = self.user_ids_ if side == "user" else self.item_ids_
         bound = self.n_users_ if side == "user" else self.n_items_
         if ids is None:
-            raise ValueError(f"raw {side} ids need a model fit on a Ratings object (it keeps the "
-                             "id maps); pass indices instead")
+            raise ValueError(f"raw {side} ids need a model fit on a Ratings object or on (user, "
+                             "item) pairs (they keep the id maps); pass indices instead")
         sorted_ids, order = self._lookup(side)
         raw = np.asarray(raw)
         if raw.ndim == 0:
             raw = raw.reshape(1)
+        if raw.ndim != 1:
+            raise ValueError(f"{name or side + ' ids'} must be 1-D, got shape {raw.shape}")
         try:
             pos = np.searchsorted(sorted_ids, raw)
         except TypeError as exc:
@@ -547,7 +706,7 @@ class MatrixFactorization:
             raise ValueError(f"{name} is on {x.device} but the model is on {self._device}")
         if raw_ids:
             raw = x.cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
-            return self._raw_to_index(side, raw).to(self._device)
+            return self._raw_to_index(side, raw, name).to(self._device)
         return as_ids(x, name).to(self._device)
 
     def _map_triple(self, t: Triple, name: str) -> Tuple[Tensor, Tensor]:
@@ -570,12 +729,12 @@ class MatrixFactorization:
     def user_index(self, raw_ids: Any) -> Tensor:
         """Indices (s,) of raw user ids; unknown ids map to ``n_users_``."""
         self._check_fitted()
-        return self._raw_to_index("user", np.asarray(raw_ids))
+        return self._raw_to_index("user", np.asarray(raw_ids), "raw_ids")
 
     def item_index(self, raw_ids: Any) -> Tensor:
         """Indices (s,) of raw item ids; unknown ids map to ``n_items_``."""
         self._check_fitted()
-        return self._raw_to_index("item", np.asarray(raw_ids))
+        return self._raw_to_index("item", np.asarray(raw_ids), "raw_ids")
 
     # ------------------------------------------------------------------ predict
 
@@ -594,29 +753,42 @@ class MatrixFactorization:
                     + torch.where(ki, f.bi[ii], 0) + torch.where(both, dot, 0))
         return torch.where(both, dot, torch.full_like(dot, self.rating_mean_))
 
-    def predict(self, users: Any, items: Any, *, raw_ids: bool = False,
-                unknown: str = "fallback") -> Tensor:
+    def predict(self, users: Any, items: Any = None, *, raw_ids: Optional[bool] = None,
+                unknown: str = "fallback") -> Any:
         """Predicted ratings of (user, item) pairs.
 
         Parameters
         ----------
         users, items : array-like or Tensor, (s,)
             Indices in ``[0, n_users_)`` / ``[0, n_items_)``, or raw ids with
-            ``raw_ids=True`` (models fit on a Ratings object).
-        raw_ids : bool
+            ``raw_ids=True`` (models fit on a Ratings object or on pairs).
+        items=None : then ``users`` is an (s, 2) array, tensor or DataFrame of
+            (user, item) pairs, the scikit-learn form (see :meth:`fit`): raw ids
+            when the model has id maps, else indices (``raw_ids`` overrides).
+        raw_ids : bool, optional
+            Default: False with ``items``; with pairs, whether the model has id maps.
         unknown : {"fallback", "raise"}
             What an unknown user or item gets: the bias fallback (see the class
             notes) or a ValueError.
 
         Returns
         -------
-        Tensor, (s,), the model's dtype and device
+        Tensor, (s,), the model's dtype and device; with pairs (``items=None``)
+        a numpy array (s,) of the model's dtype, as scikit-learn expects.
         """
         self._check_fitted()
         if unknown not in ("fallback", "raise"):
             raise ValueError(f"unknown must be 'fallback' or 'raise', got {unknown!r}")
-        u = self._ids(users, "user", raw_ids, "users")
-        i = self._ids(items, "item", raw_ids, "items")
+        if raw_ids is not None and not isinstance(raw_ids, (bool, np.bool_)):
+            raise TypeError(f"raw_ids must be a bool, got {raw_ids!r}")
+        pairs = items is None
+        if pairs:
+            users, items = pair_columns(users, "X")
+            if raw_ids is None:
+                raw_ids = self.user_ids_ is not None and self.item_ids_ is not None
+        raw_ids = bool(raw_ids)
+        u = self._ids(users, "user", raw_ids, "X[:, 0]" if pairs else "users")
+        i = self._ids(items, "item", raw_ids, "X[:, 1]" if pairs else "items")
         if u.numel() != i.numel():
             raise ValueError(f"users and items must have the same length, got {u.numel()} and "
                              f"{i.numel()}")
@@ -625,18 +797,70 @@ class MatrixFactorization:
                 bad = x >= bound
                 if bool(bad.any()):
                     pos = int(bad.nonzero()[0, 0])
-                    raise ValueError(f"{what}s[{pos}] is unknown to the model (it has {bound} "
+                    arg = f"X[{pos}, {0 if what == 'user' else 1}]" if pairs else f"{what}s[{pos}]"
+                    raise ValueError(f"{arg} is unknown to the model (it has {bound} "
                                      f"{what}s{'' if raw_ids else '; indices must be smaller'})")
-        return self._predict_index(u, i)
+        pred = self._predict_index(u, i)
+        return pred.cpu().numpy() if pairs else pred
 
-    def score(self, X: Any) -> float:
-        """Root mean squared error on the ratings ``X`` (any fit input form)."""
+    def score(self, X: Any, y: Any = None) -> float:
+        """RMSE on the ratings ``X``; with ``y``, the R² of the pairs ``X`` (scikit-learn).
+
+        Parameters
+        ----------
+        X : any fit input form, or with ``y`` an (n, 2) array of (user, item) pairs
+        y : array-like, (n,), optional
+            The true ratings of the pairs ``X``.
+
+        Returns
+        -------
+        float
+            Without ``y``: the root mean squared error (lower is better). With
+            ``y``: the coefficient of determination ``1 - SS_res / SS_tot``
+            (higher is better), the score of every scikit-learn regressor, so
+            that model selection without a ``scoring`` maximizes it; 1.0 for a
+            perfect fit of constant ``y``, 0.0 for an imperfect one.
+        """
         self._check_fitted()
-        t = to_triple(X, "X")
-        rows, cols = self._map_triple(t, "X")
-        pred = self._predict_index(rows.to(self._device), cols.to(self._device))
-        err = pred.double() - t.vals.to(device=self._device, dtype=torch.float64)
-        return float(err.square().mean().sqrt())
+        if y is None:
+            t = to_triple(X, "X")
+            rows, cols = self._map_triple(t, "X")
+            pred = self._predict_index(rows.to(self._device), cols.to(self._device))
+            err = pred.double() - t.vals.to(device=self._device, dtype=torch.float64)
+            return float(err.square().mean().sqrt())
+        t = pairs_to_triple(X, y, "X")  # checks y against X
+        truth = t.vals.detach().cpu().to(torch.float64)
+        pred = torch.from_numpy(np.asarray(self.predict(X), dtype=np.float64))
+        ss_res = float((truth - pred).square().sum())
+        ss_tot = float((truth - truth.mean()).square().sum())
+        if ss_tot == 0.0:
+            return 1.0 if ss_res == 0.0 else 0.0
+        return 1.0 - ss_res / ss_tot
+
+    # ------------------------------------------------------------------ scikit-learn
+
+    # scikit-learn before 1.6 reads the estimator type from this attribute.
+    _estimator_type = "regressor"
+
+    def __sklearn_tags__(self) -> Any:
+        """Estimator tags for scikit-learn >= 1.6 (imported here: sklearn stays optional).
+
+        A regressor: ``fit(X, y)`` with X the (user, item) pairs, so that
+        splitters split by rating and regression scorers apply. ``y`` is not
+        required, since the other input forms carry their ratings.
+        """
+        from sklearn.utils import InputTags, RegressorTags, Tags, TargetTags
+
+        return Tags(estimator_type="regressor", target_tags=TargetTags(required=False),
+                    regressor_tags=RegressorTags(), input_tags=InputTags(string=True),
+                    non_deterministic=self.random_state is None)
+
+    def _more_tags(self) -> Dict[str, Any]:
+        """Estimator tags for scikit-learn before 1.6."""
+        return {"requires_y": False, "non_deterministic": self.random_state is None}
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "user_factors_")
 
     # ------------------------------------------------------------------ top-k
 
@@ -671,7 +895,7 @@ class MatrixFactorization:
         exclude_seen : bool
             Leave out the items each user rated in fit.
         items : array-like or Tensor, (I,), optional
-            Candidate items (default: all).
+            Candidate items (default: all); a repeated candidate counts once.
         raw_ids : bool
             Users given and items returned as raw ids.
 
@@ -692,6 +916,9 @@ class MatrixFactorization:
             cand = self._ids(items, "item", raw_ids, "items")
             if cand.numel() and int(cand.max()) >= self.n_items_:
                 raise ValueError(f"items holds an id unknown to the model ({self.n_items_} items)")
+            # A repeated candidate would be ranked twice, and the seen-item mask
+            # (one slot per item) would catch only one of its copies.
+            cand = torch.unique(cand)
         n_out = min(int(n), cand.numel())
         W, Ht, bu, bi = self.user_factors_, self.item_factors_, self.user_bias_, self.item_bias_
         Hc, bic = Ht[cand], bi[cand]
@@ -805,6 +1032,7 @@ class MatrixFactorization:
         """
         self._check_fitted()
         t = to_triple(X, "X")
+        _check_fits_dtype(t.vals, self.dtype, "X")
         rows = t.rows
         cols = t.cols
         if t.item_ids is not None and self.item_ids_ is not None:
@@ -833,6 +1061,8 @@ class MatrixFactorization:
 
     def _append_users(self, factors: Tensor, bias: Tensor, rows: Tensor, cols: Tensor, B: int,
                       user_ids: Any) -> None:
+        # Everything is computed first, then assigned: a rejected append changes nothing.
+        user_ids_ = self.user_ids_
         if self.user_ids_ is not None:
             if user_ids is None:
                 raise ValueError("append=True on a model with raw user ids needs user_ids for "
@@ -842,17 +1072,21 @@ class MatrixFactorization:
                 raise ValueError(f"user_ids must have {B} entries, got {new_ids.size}")
             if np.isin(new_ids, self.user_ids_).any() or np.unique(new_ids).size != B:
                 raise ValueError("user_ids of new users must be distinct and not already known")
-            self.user_ids_ = np.concatenate([self.user_ids_, new_ids])
-            self._lookups.pop("user", None)
-        m = self.n_users_
+            user_ids_ = np.concatenate([self.user_ids_, new_ids])
         counts = torch.bincount(rows, minlength=B)
         order = torch.sort(rows, stable=True).indices
-        self._seen_items = torch.cat([self._seen_items, cols[order]])
-        self._seen_indptr = torch.cat([self._seen_indptr, self._seen_indptr[-1] + counts.cumsum(0)])
-        self.user_counts_ = torch.cat([self.user_counts_, counts])
-        self.user_factors_ = torch.cat([self.user_factors_, factors])
-        self.user_bias_ = torch.cat([self.user_bias_, bias])
-        self.n_users_ = m + B
+        seen_items = torch.cat([self._seen_items, cols[order]])
+        seen_indptr = torch.cat([self._seen_indptr, self._seen_indptr[-1] + counts.cumsum(0)])
+        user_counts = torch.cat([self.user_counts_, counts])
+        user_factors = torch.cat([self.user_factors_, factors])
+        user_bias = torch.cat([self.user_bias_, bias])
+        if user_ids_ is not self.user_ids_:
+            self.user_ids_ = user_ids_
+            self._lookups.pop("user", None)
+        self._seen_items, self._seen_indptr = seen_items, seen_indptr
+        self.user_counts_, self.user_factors_ = user_counts, user_factors
+        self.user_bias_ = user_bias
+        self.n_users_ = self.n_users_ + B
 
     # ------------------------------------------------------------------ persistence
 
@@ -861,6 +1095,8 @@ class MatrixFactorization:
 
         The file loads with ``torch.load(weights_only=True)``: no code is
         pickled. The write is atomic (a temporary file, then ``os.replace``).
+        A replaced file keeps its permission bits; a new file gets
+        ``0o666 & ~umask``, like any file the process creates.
         """
         self._check_fitted()
         params = {k: (v.item() if isinstance(v, np.generic) else v)
@@ -910,8 +1146,15 @@ class MatrixFactorization:
             raise FileNotFoundError(f"MatrixFactorization.save: no such directory: {folder}")
         if os.path.isdir(path):
             raise IsADirectoryError(f"MatrixFactorization.save: {path} is a directory")
+        mode = _saved_file_mode(path)
         fd, tmp = tempfile.mkstemp(prefix=".mfext-", suffix=".tmp", dir=folder)
         try:
+            # mkstemp creates the file 0o600; give it the mode a plain open (or
+            # the file it replaces) would have.
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, mode)
+            else:  # pragma: no cover - Windows
+                os.chmod(tmp, mode)
             with os.fdopen(fd, "wb") as fh:
                 torch.save(state, fh)
                 fh.flush()
@@ -930,8 +1173,10 @@ class MatrixFactorization:
         Parameters
         ----------
         path : str or PathLike
-        map_location : device, optional
-            Where to put the model (default: where it was saved).
+        map_location : str or torch.device, optional
+            Where to put the fitted tensors, e.g. ``"cpu"`` for a model saved
+            on a GPU. Default: the device it was saved on. The ``device``
+            parameter (used by a refit) stays as saved.
 
         Raises
         ------
@@ -941,8 +1186,23 @@ class MatrixFactorization:
             The file is not a model written by :meth:`save`: corrupt, truncated,
             another torch file or a pickle (refused, never executed), an
             unsupported version, or fields of the wrong type, shape or dtype.
+            Also: the saved device is unavailable here (a model saved on
+            ``cuda:0``, loaded on a machine without CUDA) and no
+            ``map_location`` was given (the message names the device and
+            suggests ``map_location="cpu"``), or ``map_location`` is not a
+            usable device.
         """
         path = os.fspath(path)
+        target = None
+        if map_location is not None:
+            try:
+                target = torch.device(map_location)
+            except (RuntimeError, TypeError, ValueError) as exc:
+                raise ValueError(f"map_location must be a device such as 'cpu' or 'cuda:0', got "
+                                 f"{map_location!r} ({exc})") from None
+            problem = _device_problem(target)
+            if problem is not None:
+                raise ValueError(f"map_location={str(target)!r} cannot hold the model: {problem}")
         if not os.path.exists(path):
             raise FileNotFoundError(f"MatrixFactorization.load: no such file: {path}")
         try:
@@ -961,16 +1221,27 @@ class MatrixFactorization:
             raise ValueError(f"{path} is not a saved MatrixFactorization")
         if state.get("version") != _FORMAT_VERSION:
             raise ValueError(f"{path}: unsupported format version {state.get('version')!r}")
+        if target is None:
+            try:
+                target = torch.device(state.get("device"))
+            except (RuntimeError, TypeError, ValueError) as exc:
+                raise ValueError(f"{path} holds a malformed MatrixFactorization: device "
+                                 f"{state.get('device')!r}: {exc}") from None
+            problem = _device_problem(target)
+            if problem is not None:
+                raise ValueError(f"{path} was saved on {target}, which is unavailable here: "
+                                 f"{problem}; load it with map_location='cpu' (or another "
+                                 "available device)")
         try:
-            model = cls._from_state(state, map_location)
+            model = cls._from_state(state, target)
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
             raise ValueError(f"{path} holds a malformed MatrixFactorization: "
                              f"{type(exc).__name__}: {exc}") from None
         return model
 
     @classmethod
-    def _from_state(cls, state: Dict[str, Any], map_location: Optional[Any]) -> "MatrixFactorization":
-        """Rebuild a model from the dict of :meth:`save`, checking every field."""
+    def _from_state(cls, state: Dict[str, Any], device: torch.device) -> "MatrixFactorization":
+        """Rebuild a model on ``device`` from the dict of :meth:`save`, checking every field."""
         params = dict(state["params"])
         unknown = set(params) - set(cls._param_names())
         if unknown:
@@ -980,7 +1251,6 @@ class MatrixFactorization:
         params["dtype"] = getattr(torch, params["dtype"])
         model = cls(**params)
         model._resolved()  # the saved hyperparameters must be valid
-        device = torch.device(map_location if map_location is not None else state["device"])
         s = state["scalars"]
         n_users, n_items = s["n_users"], s["n_items"]
         for name, v in (("n_users", n_users), ("n_items", n_items)):

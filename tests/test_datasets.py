@@ -64,6 +64,24 @@ def test_no_trailing_newline(tmp_path):
     assert ds.load_movielens(path).nnz == len(LINES)
 
 
+@pytest.mark.parametrize("name", list(FORMATS))
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
+def test_blank_lines_are_no_ratings(tmp_path, name, newline):
+    """Leading, inner and trailing blank lines: the same ratings as without them."""
+    clean = FORMATS[name]()
+    lines = clean.splitlines(keepends=True)
+    head = 1 if name.endswith(".csv") else 0  # the header stays the first non-blank line
+    padded = ("\n \n" + "".join(lines[:head + 2]) + "\n\t\n" + "".join(lines[head + 2:])
+              + "\n\n")
+    (tmp_path / "clean").mkdir()
+    ref = ds.load_movielens(_write(tmp_path / "clean", name, clean, newline))
+    got = ds.load_movielens(_write(tmp_path, name, padded, newline))
+    for field in ("rows", "cols", "vals"):
+        assert torch.equal(getattr(got, field), getattr(ref, field)), field
+    assert np.array_equal(got.user_ids, ref.user_ids)
+    assert np.array_equal(got.item_ids, ref.item_ids)
+
+
 BAD_FILES = {
     "non-integer id": ("u.data", "1\t2.5\t3\t0\n", r"malformed.*integers"),
     "text id": ("u.data", "1\tabc\t3\t0\n", r"malformed"),
@@ -74,6 +92,11 @@ BAD_FILES = {
     "blank": ("ratings.csv", "userId,movieId,rating\n\n", r"holds no ratings"),
     "csv without header": ("ratings.csv", "1,2,3.0,0\n", r"must start with a header"),
     "ragged": ("u.data", "1\t2\t3\t0\n1\t2\n", r"malformed"),
+    # ids of 2**63 or more do not fit in int64: the message says so instead of "integers"
+    "id of 2**63": ("u.data", "1\t9223372036854775808\t3\t0\n", r"malformed.*2\*\*63 - 1"),
+    "float id beyond int64": ("ratings.dat", "1e19::2::3::0\n", r"malformed.*2\*\*63 - 1"),
+    "blank lines only": ("u.data", "\n \n\t\n", r"holds no ratings"),
+    "blank first line, then two fields": ("u.data", "\n1\t2\n", r"got 2 in the first line b'1"),
 }
 
 
@@ -124,10 +147,26 @@ def test_train_test_split_partitions(test_size):
     assert not torch.equal(other.rows, train.rows)
 
 
-@pytest.mark.parametrize("bad", [0.0, 1.0, 1.5, 0, 1000, -3, "0.1", True])
-def test_train_test_split_bad_sizes(bad):
+# (test_size, exception, message); a list, since 0 == 0.0 and 1.0 == True as dict keys
+SPLIT_SIZES = [
+    (0.0, ValueError, r"fractional test_size must lie in \(0, 1\), got 0.0"),
+    (1.0, ValueError, r"fractional test_size must lie in \(0, 1\), got 1.0"),
+    (1.5, ValueError, r"fractional test_size must lie in \(0, 1\), got 1.5"),
+    (-0.5, ValueError, r"fractional test_size must lie in \(0, 1\), got -0.5"),
+    (0, ValueError, r"test_size=0 leaves 0 of 100 ratings"),
+    (1000, ValueError, r"test_size=1000 leaves 1000 of 100 ratings"),
+    (-3, ValueError, r"test_size=-3 leaves -3 of 100 ratings"),
+    (0.001, ValueError, r"test_size=0.001 leaves 0 of 100 ratings"),
+    ("0.1", TypeError, r"test_size must be a float or an int, got '0.1'"),
+    (True, TypeError, r"test_size must be a float or an int, got True"),
+]
+
+
+@pytest.mark.parametrize("bad, exc, pattern", SPLIT_SIZES,
+                         ids=[f"{type(b).__name__}-{b!r}" for b, _, _ in SPLIT_SIZES])
+def test_train_test_split_bad_sizes(bad, exc, pattern):
     r = ds.synthetic_ratings(10, 10, 100, rank=2, seed=0)
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises(exc, match=pattern):
         ds.train_test_split(r, test_size=bad)
     with pytest.raises(TypeError, match="Ratings"):
         ds.train_test_split((r.rows, r.cols, r.vals))

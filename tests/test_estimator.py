@@ -2,9 +2,11 @@
 persistence, and the quality bars (synthetic rank-8 data and MovieLens)."""
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
+import stat
 
 import numpy as np
 import pytest
@@ -139,14 +141,17 @@ def test_explicit_zeros_are_ratings():
 
 
 BAD_INPUTS = {
-    "negative id": (lambda: ([0, -1], [0, 1], [1.0, 2.0]), ValueError, r"X rows must hold non-negative ids; X rows\[1\] = -1"),
-    "non-integer id": (lambda: ([0, 1.5], [0, 1], [1.0, 2.0]), ValueError, r"X rows\[1\] = 1.5 is not an integer"),
+    "negative id": (lambda: ([0, -1], [0, 1], [1.0, 2.0]),
+                    ValueError, r"X rows must hold non-negative ids; X rows\[1\] = -1"),
+    "non-integer id": (lambda: ([0, 1.5], [0, 1], [1.0, 2.0]),
+                       ValueError, r"X rows\[1\] = 1.5 is not an integer"),
     "NaN rating": (lambda: ([0, 1], [0, 1], [1.0, float("nan")]), ValueError, r"rating 1 is nan"),
     "Inf rating": (lambda: ([0, 1], [0, 1], [float("inf"), 1.0]), ValueError, r"rating 0 is inf"),
     "Inf in dense": (lambda: np.array([[1.0, np.inf]]), ValueError, r"holds Inf"),
     "empty": (lambda: ([], [], []), ValueError, r"X holds no ratings"),
     "all-NaN dense": (lambda: np.full((2, 2), np.nan), ValueError, r"X holds no ratings"),
-    "length mismatch": (lambda: ([0, 1], [0], [1.0, 2.0]), ValueError, r"same length, got 2, 1 and 2"),
+    "length mismatch": (lambda: ([0, 1], [0], [1.0, 2.0]),
+                        ValueError, r"same length, got 2, 1 and 2"),
     "two elements": (lambda: ([0, 1], [0, 1]), TypeError, r"must be \(rows, cols, vals\)"),
     "unsupported type": (lambda: "ratings.csv", TypeError, r"unsupported input of type str"),
     "3-D dense": (lambda: np.zeros((2, 2, 2)), ValueError, r"must be 2-D"),
@@ -185,12 +190,33 @@ BAD_PARAMS = {
 }
 
 
+BAD_PARAM_TYPES = {"max_iter": TypeError, "biases": TypeError}
+
+
 @pytest.mark.parametrize("case", list(BAD_PARAMS))
 def test_bad_parameters(case, small):
     params, pattern = BAD_PARAMS[case]
-    with pytest.raises((ValueError, TypeError)) as info:
+    with pytest.raises(BAD_PARAM_TYPES.get(case, ValueError)) as info:
         MatrixFactorization(**params).fit(small[1])
-    assert re.search(pattern, str(info.value)), str(info.value)
+    assert re.search("^" + pattern, str(info.value)), str(info.value)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("init_std", [0.0, -0.0, -1e-3, float("nan"), float("inf")],
+                         ids=["zero", "negative-zero", "negative", "nan", "inf"])
+def test_init_std_must_be_positive(small, solver, init_std):
+    """init_std = 0 used to train a biases-only model (the factors never left 0), silently."""
+    model = _model(solver, init_std=init_std)
+    with pytest.raises(ValueError, match=r"^init_std must be finite and > 0"):
+        model.fit(small[1])
+    assert not hasattr(model, "user_factors_")
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_small_init_std_trains_the_factors(small, solver):
+    m = _model(solver, init_std=0.01).fit(small[1])
+    # rank-3 data: the factors grow far beyond their initial scale (|N(0, 0.01)| < 0.05 here)
+    assert float(m.user_factors_.abs().max()) > 0.1 and float(m.item_factors_.abs().max()) > 0.1
 
 
 def test_device_errors(small):
@@ -296,6 +322,53 @@ def test_recommend_matches_brute_force(small):
     assert items.shape == (1, 3) and set(items[0].tolist()) == {5, 1, 30}
     with pytest.raises(ValueError, match="n must be a positive integer"):
         m.recommend([0], n=0)
+
+
+def _to_form(ids, form, raw_map):
+    """Item indices as a candidate list in one input form (raw ids through raw_map)."""
+    if form == "list":
+        return list(ids)
+    if form == "numpy":
+        return np.array(ids, dtype=np.int32)
+    if form == "tensor":
+        return torch.tensor(ids)
+    if form == "float-tensor":
+        return torch.tensor(ids, dtype=torch.float64)
+    return raw_map[np.array(ids)]  # raw ids
+
+
+@pytest.mark.parametrize("form", ["list", "numpy", "tensor", "float-tensor", "raw"])
+def test_recommend_repeated_candidates_count_once(small, form):
+    _, train, _ = small
+    # raw ids unlike the indices: item index j is raw id 1000 + 7 j
+    raw_items = np.arange(40) * 7 + 1000
+    data = ds.Ratings(train.rows, train.cols, train.vals, np.arange(60) * 3 + 500, raw_items,
+                      60, 40)
+    m = _model().fit(data)
+    raw = form == "raw"
+    full = _brute_scores(m).double()  # float64 reference scores, (users, items)
+    for user in (4, 17):
+        seen = sorted(set(train.cols[train.rows == user].tolist()))
+        unseen = [i for i in range(40) if i not in set(seen)]
+        cand = [seen[0], unseen[3], seen[0], unseen[1], unseen[3], seen[1], unseen[0], unseen[1],
+                unseen[3]]
+        distinct = set(cand)  # 5 items, 2 of them seen
+        who = [user * 3 + 500] if raw else [user]
+        for exclude_seen in (True, False):
+            items, scores = m.recommend(who, n=9, exclude_seen=exclude_seen, raw_ids=raw,
+                                        items=_to_form(cand, form, raw_items))
+            got = items[0].tolist()
+            if raw:
+                got = [(i - 1000) // 7 if i != -1 else -1 for i in got]
+            assert len(got) == len(distinct)  # n' = the number of distinct candidates
+            kept = [i for i in got if i != -1]
+            expected = distinct - set(seen) if exclude_seen else distinct
+            assert len(kept) == len(set(kept)) and set(kept) == expected
+            assert got.count(-1) == len(distinct) - len(expected)
+            ref = sorted((full[user, i].item() for i in expected), reverse=True)
+            torch.testing.assert_close(scores[0, :len(expected)].double(),
+                                       torch.tensor(ref, dtype=torch.float64), rtol=0, atol=1e-5)
+            assert torch.isneginf(scores[0, len(expected):]).all()
 
 
 def test_recommend_chunks_users(small, monkeypatch):
@@ -453,6 +526,279 @@ def test_save_load_errors(small, tmp_path):
     m = _model().fit(small[1])
     with pytest.raises(OSError):
         m.save(tmp_path / "missing-dir" / "m.pt")
+
+
+# --------------------------------------------------------------------------- failed refits
+
+
+def _snapshot(model):
+    """Each attribute: (the object itself, a deep copy of its value)."""
+    out = {}
+    for name, value in vars(model).items():
+        if isinstance(value, torch.Tensor):
+            copied = value.clone()
+        elif isinstance(value, (np.ndarray, list, dict)):
+            copied = copy.deepcopy(value)
+        else:
+            copied = value
+        out[name] = (value, copied)
+    return out
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return (isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.device == b.device
+                and a.shape == b.shape and torch.equal(a, b))
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    return a == b
+
+
+def _assert_unchanged(model, snap):
+    assert set(vars(model)) == set(snap)
+    for name, (obj, value) in snap.items():
+        now = vars(model)[name]
+        assert now is obj, f"{name} was replaced"
+        assert _same(now, value), f"{name} was modified in place"
+
+
+def _failing_refits(other):
+    """name: (call, exception, message): each refit raises before training."""
+    r2, c2, v2 = other.rows, other.cols, other.vals
+    return {
+        "validation_nan": (lambda m: m.fit(other, validation=(r2[:3], c2[:3], v2[:3] * math.nan)),
+                           ValueError, r"^validation: rating 0 is nan"),
+        "validation_negative_id": (lambda m: m.fit(other, validation=(r2 - 1, c2, v2)),
+                                   ValueError, r"^validation rows must hold non-negative ids"),
+        "validation_unsupported": (lambda m: m.fit(other, validation="test.csv"),
+                                   TypeError, r"^validation: unsupported input of type str"),
+        "validation_ids_beyond_int64": (lambda m: m.fit(other, validation=(
+            torch.tensor([2.0**63]), torch.tensor([0]), torch.tensor([3.0]))),
+            ValueError, r"^validation rows\[0\] = .* does not fit in int64"),
+        "early_stopping_without_validation": (lambda m: m.fit(other, early_stopping_rounds=2),
+                                              ValueError, r"^early_stopping_rounds needs"),
+        "early_stopping_zero": (lambda m: m.fit(other, validation=other, early_stopping_rounds=0),
+                                ValueError, r"^early_stopping_rounds must be an integer >= 1"),
+        "empty_data": (lambda m: m.fit((r2[:0], c2[:0], v2[:0])), ValueError,
+                       r"^X holds no ratings"),
+        "ratings_overflow": (lambda m: m.fit((r2, c2, v2.double() * 1e300)), ValueError,
+                             r"^X: rating 0 = .* overflows float32"),
+        "pairs_y_short": (lambda m: m.fit(torch.stack([r2, c2], 1), v2[:-1]), ValueError,
+                          r"^y must have one rating per row of X"),
+        "distributed_not_bool": (lambda m: m.fit(other, distributed="yes"), TypeError,
+                                 r"^distributed must be None, True or False, got 'yes'"),
+        "distributed_without_group": (lambda m: m.fit(other, distributed=True), ValueError,
+                                      r"^distributed=True needs an initialized"),
+    }
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_failed_refit_leaves_the_model_exactly_as_it_was(small, solver, tmp_path, monkeypatch):
+    r, train, test = small
+    m = _model(solver).fit(train, validation=test)
+    m.recommend([0], n=3)  # fills the lazy caches too
+    m.predict([60], [0])
+    snap = _snapshot(m)
+    before_top = m.recommend(torch.arange(60), n=5)
+    # other data of another shape, and other id maps
+    other = ds.synthetic_ratings(25, 70, 600, rank=2, seed=9, biases=True)
+    other = ds.Ratings(other.rows, other.cols, other.vals, np.arange(25) + 900,
+                       np.arange(70) + 4000, 25, 70)
+    for name, (call, exc, match) in _failing_refits(other).items():
+        with pytest.raises(exc, match=match):
+            call(m)
+        _assert_unchanged(m, snap)
+    # a bad parameter: set, refused by fit, set back
+    m.set_params(rank=0)
+    with pytest.raises(ValueError, match="^rank"):
+        m.fit(other)
+    m.set_params(rank=4)
+    _assert_unchanged(m, snap)
+    # an error, or an interrupt, in the middle of training
+    epochs = {"n": 0}
+    real = {"sgd": mfext._cf_solvers.SgdSolver, "als": mfext._cf_solvers.AlsSolver,
+            "adam": mfext._cf_solvers.AdamSolver}[solver]
+    real_epoch = real.epoch
+
+    for exc in (RuntimeError("kernel failure"), KeyboardInterrupt()):
+        epochs["n"] = 0
+
+        def failing_epoch(self, t, exc=exc):
+            epochs["n"] += 1
+            if epochs["n"] == 2:
+                raise exc
+            return real_epoch(self, t)
+
+        monkeypatch.setattr(real, "epoch", failing_epoch)
+        with pytest.raises(type(exc)):
+            m.fit(other, validation=other)
+        monkeypatch.setattr(real, "epoch", real_epoch)
+        assert epochs["n"] == 2
+        _assert_unchanged(m, snap)
+    # and the model still works: recommend, save, load
+    after_top = m.recommend(torch.arange(60), n=5)
+    assert torch.equal(after_top[0], before_top[0]) and torch.equal(after_top[1], before_top[1])
+    m.save(tmp_path / "m.pt")
+    back = MatrixFactorization.load(tmp_path / "m.pt")
+    u, i = torch.arange(60).repeat(40), torch.arange(40).repeat_interleave(60)
+    assert torch.equal(back.predict(u, i), m.predict(u, i))
+    assert np.array_equal(back.user_ids_, r.user_ids) and back.n_users_ == 60
+
+
+def test_failed_first_fit_leaves_no_attributes():
+    m = _model()
+    before = dict(vars(m))
+    with pytest.raises(ValueError, match="^validation"):
+        m.fit(([0, 1], [0, 1], [1.0, 2.0]), validation=([0], [0], [math.nan]))
+    assert vars(m) == before
+
+
+def test_refit_replaces_the_fit_and_keeps_other_attributes(small):
+    _, train, test = small
+    m = _model("als").fit(train, validation=test, early_stopping_rounds=2)
+    m.note = "set by the caller"  # e.g. scikit-learn's callback context
+    other = ds.synthetic_ratings(25, 70, 600, rank=2, seed=9)
+    m.fit((other.rows, other.cols, other.vals))
+    fresh = _model("als").fit((other.rows, other.cols, other.vals))
+    assert m.note == "set by the caller"
+    assert set(vars(m)) == set(vars(fresh)) | {"note"}
+    for name, value in vars(fresh).items():
+        if name in ("history_", "_comm"):
+            continue  # timings; a communicator object per fit
+        assert _same(getattr(m, name), value), name
+    assert m.best_epoch_ is None and m.user_ids_ is None and len(m.history_) == 4
+
+
+def test_refit_that_diverges_keeps_a_whole_model(small, tmp_path):
+    """Divergence commits the new fit as of its last finite epoch, consistent and savable."""
+    _, train, _ = small
+    m = _model("adam").fit(train)
+    other = ds.synthetic_ratings(25, 70, 600, rank=2, seed=9, biases=True)
+    with pytest.raises(FloatingPointError, match=r"diverged in epoch (\d+)") as info:
+        m.set_params(lr=1e12, reg=0.0).fit(other)
+    epoch = int(re.search(r"diverged in epoch (\d+)", str(info.value)).group(1))
+    assert epoch >= 2
+    ref = _model("adam", lr=1e12, reg=0.0, max_iter=epoch - 1).fit(other)
+    assert (m.n_users_, m.n_items_, m.n_iter_) == (25, 70, epoch - 1)
+    for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_", "user_counts_",
+                 "_seen_indptr", "_seen_items"):
+        assert torch.equal(getattr(m, name), getattr(ref, name)), name
+    assert m.global_mean_ == ref.global_mean_ and len(m.history_) == epoch - 1
+    assert m.user_ids_ is other.user_ids
+    m.save(tmp_path / "d.pt")
+    back = MatrixFactorization.load(tmp_path / "d.pt")
+    users = torch.arange(25)
+    assert torch.equal(back.recommend(users, n=4)[0], m.recommend(users, n=4)[0])
+
+
+# --------------------------------------------------------------------------- file modes
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o027, 0o002], ids=oct)
+def test_save_creates_files_with_the_umask_mode(small, tmp_path, umask):
+    m = _model(max_iter=1).fit(small[1])
+    old = os.umask(umask)
+    try:
+        m.save(tmp_path / "model.pt")
+        with open(tmp_path / "reference", "w"):  # what any new file of this process gets
+            pass
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "model.pt") == _mode(tmp_path / "reference") == 0o666 & ~umask
+    assert sorted(os.listdir(tmp_path)) == ["model.pt", "reference"]  # no temporary file left
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("mode", [0o644, 0o600, 0o664, 0o640, 0o444], ids=oct)
+def test_save_keeps_the_mode_of_a_replaced_file(small, tmp_path, mode):
+    m = _model(max_iter=1).fit(small[1])
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"an older model")
+    os.chmod(path, mode)
+    old = os.umask(0o077)  # a strict umask must not narrow the replaced file's mode
+    try:
+        m.save(path)
+    finally:
+        os.umask(old)
+    assert _mode(path) == mode
+    assert torch.equal(MatrixFactorization.load(path).user_factors_, m.user_factors_)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_save_umask_without_proc(small, tmp_path, monkeypatch):
+    """Where /proc/self/status is unreadable the umask is read with os.umask (and restored)."""
+    m = _model(max_iter=1).fit(small[1])
+
+    def no_proc(*args, **kwargs):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(mfext.estimator, "open", no_proc, raising=False)
+    old = os.umask(0o037)
+    try:
+        m.save(tmp_path / "model.pt")
+        assert os.umask(0o037) == 0o037  # the umask is back where it was
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "model.pt") == 0o640
+
+
+# --------------------------------------------------------------------------- load elsewhere
+
+
+def _saved_on(path, out, device: str):
+    """A copy of the saved model at ``path`` that says it was saved on ``device``."""
+    state = torch.load(path, weights_only=True)
+    state["device"] = device
+    state["params"]["device"] = device
+    torch.save(state, out)
+    return out
+
+
+def test_load_a_model_saved_on_an_unavailable_gpu(small, tmp_path, monkeypatch):
+    m = _model("als").fit(small[1])
+    m.save(tmp_path / "cpu.pt")
+    path = _saved_on(tmp_path / "cpu.pt", tmp_path / "gpu.pt", "cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # any machine: no CUDA
+    with pytest.raises(ValueError, match=r"gpu\.pt was saved on cuda:0, which is unavailable here: "
+                                         r"CUDA is not available.*map_location='cpu'"):
+        MatrixFactorization.load(path)
+    with pytest.raises(ValueError,
+                       match=r"^map_location='cuda:0' cannot hold the model: CUDA is not"):
+        MatrixFactorization.load(path, map_location="cuda:0")
+    u, i = torch.arange(60).repeat(40), torch.arange(40).repeat_interleave(60)
+    for location in ("cpu", torch.device("cpu")):
+        back = MatrixFactorization.load(path, map_location=location)
+        assert back.user_factors_.device.type == "cpu"
+        assert back.device == "cuda:0"  # the parameter stays as saved; a refit would say so
+        assert torch.equal(back.predict(u, i), m.predict(u, i))
+        assert torch.equal(back.recommend([0, 7], n=5)[0], m.recommend([0, 7], n=5)[0])
+        f1, b1 = back.fold_in(([0, 0], [1, 2], [4.0, 2.0]))
+        f2, b2 = m.fold_in(([0, 0], [1, 2], [4.0, 2.0]))
+        assert torch.equal(f1, f2) and torch.equal(b1, b2)
+
+
+def test_load_a_model_saved_on_a_missing_gpu_index(small, tmp_path, monkeypatch):
+    m = _model("als", max_iter=1).fit(small[1])
+    m.save(tmp_path / "cpu.pt")
+    path = _saved_on(tmp_path / "cpu.pt", tmp_path / "gpu7.pt", "cuda:7")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"saved on cuda:7, which is unavailable here: this "
+                                         r"machine has 2 CUDA device\(s\).*map_location='cpu'"):
+        MatrixFactorization.load(path)
+    back = MatrixFactorization.load(path, map_location="cpu")
+    assert torch.equal(back.item_factors_, m.item_factors_)
 
 
 # --------------------------------------------------------------------------- quality bars
