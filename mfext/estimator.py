@@ -88,15 +88,19 @@ def _device_memory(device: torch.device) -> Optional[int]:
 
 
 def _check_model_size(n_users: int, n_items: int, rank: int, dtype: torch.dtype,
-                      device: torch.device, name: str) -> None:
-    """A clear error when the ids imply a model larger than the device's memory.
+                      device: torch.device, name: str, systems: int = 0) -> None:
+    """A clear error, before any allocation, when a fit needs more than the device's memory.
 
     Without a stated shape the model has ``max id + 1`` users and items, so one
     stray huge id (a raw id such as 2**40 passed as an index) would otherwise
-    end in an allocator failure deep inside fit.
+    end in an allocator failure deep inside fit. ``systems`` rows of ALS
+    normal equations ((systems, rank+1, rank+1) Gram matrices and their
+    factorizations) are held at once by the ALS half-step and by fold_in; a
+    huge rank there would otherwise abort the process in the allocator.
     """
     itemsize = torch.empty((), dtype=dtype).element_size()
     need = (n_users + n_items) * (rank * itemsize + itemsize + 16)  # factors, biases, counts
+    als = systems * (rank + 1) * (rank + 2) * 2 * itemsize  # gram + solve workspace
     total = _device_memory(device)
     if total is not None and need > total:
         raise ValueError(
@@ -104,6 +108,11 @@ def _check_model_size(n_users: int, n_items: int, rank: int, dtype: torch.dtype,
             f"{need / 2**30:,.1f} GiB, more than the {total / 2**30:,.1f} GiB of {device}; the "
             "ids must be indices (max id + 1 sets the size): map raw ids to 0..n-1 first, e.g. "
             "with mfext.datasets.Ratings")
+    if total is not None and need + als > total:
+        raise ValueError(
+            f"rank: ALS at rank {rank} holds {systems:,} systems of size {rank + 1} at once, "
+            f"about {(need + als) / 2**30:,.1f} GiB with the factors, more than the "
+            f"{total / 2**30:,.1f} GiB of {device}; lower the rank or use solver='sgd' or 'adam'")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -372,6 +381,8 @@ class MatrixFactorization:
             out["n_threads"] = None
         if self.random_state is not None:
             out["seed"] = integer("random_state", self.random_state, 0)
+            if out["seed"] >= 2**64:
+                raise ValueError(f"random_state must be below 2**64, got {self.random_state!r}")
         else:
             out["seed"] = int(np.random.SeedSequence().entropy % (2**63))
         for name in ("biases", "nonnegative", "verbose"):
@@ -516,7 +527,8 @@ class MatrixFactorization:
         device = self._resolve_device(data)
         m, n = data.shape if data.shape is not None else (
             int(data.rows.max()) + 1, int(data.cols.max()) + 1)
-        _check_model_size(m, n, prm["rank"], self.dtype, device, "X")
+        _check_model_size(m, n, prm["rank"], self.dtype, device, "X",
+                          systems=max(m, n) if self.solver == "als" else 0)
         # The id maps first: the validation set is matched through them, and
         # checked before anything expensive happens.
         self.user_ids_, self.item_ids_ = data.user_ids, data.item_ids
@@ -1042,7 +1054,7 @@ class MatrixFactorization:
             raise ValueError(f"X: the item of rating {bad} is unknown to the model "
                              f"({self.n_items_} items); fold_in needs known items")
         B = t.shape[0] if t.shape is not None else int(rows.max()) + 1
-        _check_model_size(B, 0, int(self.rank), self.dtype, self._device, "X")
+        _check_model_size(B, 0, int(self.rank), self.dtype, self._device, "X", systems=B)
         reg, bias_reg, exponent = self._fold_in_reg()
         f = solvers.Factors(self.user_factors_, self.item_factors_, self.user_bias_,
                             self.item_bias_)
@@ -1214,6 +1226,9 @@ class MatrixFactorization:
             if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
                 raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            if "weights_only" in first:
+                # torch's own advice (weights_only=False) would run arbitrary code from the file.
+                first = "not a safe torch.save file of tensors and plain values"
             raise ValueError(f"{path} is not a readable MatrixFactorization file (corrupt, "
                              f"truncated or not written by save): {type(exc).__name__}: "
                              f"{first[:200]}") from None

@@ -843,3 +843,37 @@ def test_movielens_1m_bar(ml1m, solver):
     train, test = ml1m
     m = MatrixFactorization(solver=solver, random_state=0).fit(train)  # documented defaults
     assert m.score(test) <= 0.850
+
+
+@pytest.mark.parametrize("rank", [30_000, 100_000])
+def test_als_says_before_it_starts_when_its_systems_cannot_fit_in_memory(rank, monkeypatch):
+    # A (rows, rank+1, rank+1) batch of ALS systems beyond the machine's memory: a
+    # ValueError naming the rank before any allocation, not an abort in the allocator.
+    import mfext.estimator as est
+    monkeypatch.setattr(est, "_device_memory", lambda device: 8 * 2**30)
+    rows, cols = torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2, 0])
+    vals = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    model = mfext.MatrixFactorization(rank=rank, solver="als", random_state=0)
+    with pytest.raises(ValueError, match=rf"^rank: ALS at rank {rank} holds 4 systems"):
+        model.fit((rows, cols, vals))
+    assert not hasattr(model, "user_factors_")
+    # The same rank trains no ALS systems with SGD: only the factors count.
+    small = mfext.MatrixFactorization(rank=rank, solver="sgd", max_iter=1, random_state=0)
+    small.fit((rows, cols, vals))
+    assert small.user_factors_.shape == (4, rank)
+
+
+def test_random_state_beyond_64_bits_is_named():
+    rows, cols = torch.tensor([0, 1]), torch.tensor([0, 1])
+    model = mfext.MatrixFactorization(random_state=2**64)
+    with pytest.raises(ValueError, match=r"^random_state must be below 2\*\*64"):
+        model.fit((rows, cols, torch.tensor([1.0, 2.0])))
+
+
+def test_load_of_a_foreign_pickle_never_advises_weights_only_false(tmp_path):
+    path = tmp_path / "foreign.pt"
+    import pickle
+    path.write_bytes(pickle.dumps(np.random.RandomState(0)))
+    with pytest.raises(ValueError, match="is not a readable MatrixFactorization file") as info:
+        mfext.MatrixFactorization.load(path)
+    assert "weights_only" not in str(info.value)
