@@ -33,6 +33,30 @@ Logged = Tuple[Tensor, Tensor, Tensor]
 #: The reference loop's learning rate.
 ADAM_DEFAULT_LR = 0.01
 
+# A reported float32 loss may differ from the true objective by this much
+# (relative); beyond it the data term is recomputed from a float64 residual.
+_REPORT_RTOL = 1e-3
+# Elements of one float64 residual block in that recomputation.
+_LOSS_BLOCK_ELEMENTS = 1 << 18
+
+
+def _product_unit_roundoff(device: torch.device) -> float:
+    """Relative error bound of one product term in the fused op's float32 residual.
+
+    The CPU op runs float32 BLAS (2^-24). On CUDA, float32 runs 3xTF32 (float32
+    accuracy up to the dropped low-low term: 2^-21 is a safe bound), or 1xTF32
+    (inputs rounded to 10 mantissa bits) or bfloat16 when torch allows reduced
+    precision matmuls.
+    """
+    if device.type != "cuda":
+        return 2.0 ** -24
+    precision = torch.get_float32_matmul_precision()
+    if precision == "medium":
+        return 2.0 ** -7
+    if precision == "high" or torch.backends.cuda.matmul.allow_tf32:
+        return 2.0 ** -10
+    return 2.0 ** -21
+
 
 class LossOverflow(ArithmeticError):
     """The data loss does not fit the factors' dtype (the fused op refuses to round it to Inf)."""
@@ -77,6 +101,8 @@ class Objective:
         self.nonnegative = nonnegative
         self.backend = backend
         self._loss_grad: Callable = dense_loss_grad if backend == "fused" else reference.dense_loss_grad
+        # (sum(w * A^2), max(w), entries) over every rank, for the float32 loss bound.
+        self._bound_inputs: Optional[Tuple[float, float, float]] = None
 
     def data_loss_grad(self, W: Tensor, H: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Unreduced ``sum(weight * (A - W H)^2)`` (0-dim), grad_W (m, k), grad_H (k, n).
@@ -98,16 +124,117 @@ class Objective:
         return data
 
     def sq_norm_W(self, W: Tensor) -> Tensor:
-        """``|W|_F^2`` over every rank's rows (0-dim)."""
-        total = W.square().sum()
+        """``|W|_F^2`` over every rank's rows (0-dim, accumulated in float64)."""
+        total = W.square().sum(dtype=torch.float64)
         self.comm.all_reduce_sum_([total], "all_reduce(|W|^2)")
         return total
 
     def total(self, data: Tensor, W: Tensor, H: Tensor) -> Tensor:
-        """The objective from its data term: adds the regularization and reduces (0-dim)."""
+        """The objective from its data term: adds the regularization and reduces (0-dim float64)."""
+        data = data.to(torch.float64)
         if self.reg:
-            data = data + self.reg * (self.sq_norm_W(W) + H.square().sum())
+            data = data + self.reg * (self.sq_norm_W(W) + H.square().sum(dtype=torch.float64))
         return data * self.scale
+
+    def reported_total(self, data: Tensor, W: Tensor, H: Tensor) -> Tensor:
+        """The objective to report (history, ``tol``, divergence guard, final loss), 0-dim float64.
+
+        ``data`` is the backend's data term at (W, H). In float64 it is reported
+        as is: the fused op forms the residual in float64 and accumulates in
+        float64. In float32 the op's residual ``W @ H - A`` is rounded to float32,
+        which near an exact fit is mostly rounding error; so the value is kept
+        only when a bound on that error (:meth:`_certified`) proves it within
+        0.1% of the true data term, and recomputed from a float64 residual
+        (:meth:`data_loss_float64`) otherwise. The autograd backend's float32
+        value (summed in float32) is always recomputed.
+        """
+        if self.A.dtype != torch.float64:
+            if self.backend != "fused" or not self._certified(data, W, H):
+                data = self.data_loss_float64(W, H)
+        return self.total(data, W, H)
+
+    def loss_resolution(self) -> float:
+        """``eps^2 * sum(w * A^2) / denom``: the objective's resolution in the data's dtype.
+
+        A residual whose root mean square is below one unit roundoff of the
+        data's has a loss below this; two losses closer than this cannot be told
+        apart by the data (the rounding of A alone moves the loss that much).
+        """
+        eps = torch.finfo(self.A.dtype).eps
+        resolution = eps * eps * self._bound_terms()[0] * self.scale
+        return resolution if math.isfinite(resolution) else 0.0  # |A|^2 beyond float64: no floor
+
+    def reported_loss(self, W: Tensor, H: Tensor) -> Tensor:
+        """The objective at (W, H) as :meth:`reported_total` reports it (0-dim float64)."""
+        if self.A.dtype != torch.float64 and self.backend != "fused":
+            return self.total(self.data_loss_float64(W, H), W, H)  # skip the float32 pass
+        return self.reported_total(self.data_loss(W, H), W, H)
+
+    def _bound_terms(self) -> Tuple[float, float, float]:
+        """``sum(w * A^2)``, ``max(w)`` and the number of entries, over every rank."""
+        if self._bound_inputs is None:
+            A, w = self.A, self.weight
+            m, n = A.shape
+            rows = max(1, _LOSS_BLOCK_ELEMENTS // max(1, n))
+            aa = torch.zeros((), dtype=torch.float64, device=A.device)
+            for r0 in range(0, m, rows):  # float64 squares: float32 ones may underflow
+                block = A[r0:r0 + rows].to(torch.float64).square()  # not in place: A may be float64
+                aa += (block if w is None else block.mul_(w[r0:r0 + rows])).sum()
+            self.comm.all_reduce_sum_([aa], "all_reduce(sum w A^2)")
+            wmax = 1.0 if w is None or w.numel() == 0 else float(w.max())
+            wmax = max(self.comm.all_gather_objects(wmax, "max weight"))
+            entries = self.comm.sum_scalar(float(A.numel()), "entry count")
+            self._bound_inputs = (float(aa), wmax, entries)
+        return self._bound_inputs
+
+    def _certified(self, data: Tensor, W: Tensor, H: Tensor) -> bool:
+        """True when the fused op's float32 data term is within ``_REPORT_RTOL`` of the truth.
+
+        The op computes each residual ``r = (W H)_ij - A_ij`` as a float32 sum of
+        k + 1 terms, so ``|r_hat - r| <= g (sum_l |W_il H_lj| + |A_ij|)`` with
+        ``g = (k+1) u / (1 - (k+1) u)``. Hence, in the weighted norm,
+        ``| |r_hat|_w - |r|_w | <= E = g (sqrt(max w) |W|_F |H|_F + sqrt(sum w A^2))``
+        (plus underflow). The squares are summed in float64 (relative error at
+        most ``entries * 2^-53``) and the sum is rounded to float32 (2^-24 per
+        rank). A NaN or Inf value is reported as is (the divergence guard).
+        """
+        value = float(data)
+        if not math.isfinite(value):
+            return True
+        k = W.shape[1]
+        nu = (k + 1) * _product_unit_roundoff(self.A.device)
+        if nu >= 0.5:
+            return False
+        gamma = nu / (1.0 - nu)
+        aa, wmax, entries = self._bound_terms()
+        norm_wh = math.sqrt(float(self.sq_norm_W(W)) * float(H.square().sum(dtype=torch.float64)))
+        bound = (gamma * (math.sqrt(wmax) * norm_wh + math.sqrt(aa))
+                 + math.sqrt(wmax * entries) * (k + 1) * 2.0 ** -149)  # float32 underflow
+        rho = (self.comm.world_size + 1) * 2.0 ** -24 + entries * 2.0 ** -53
+        if not rho < 0.5:
+            return False
+        high = math.sqrt(value / (1.0 - rho)) + bound
+        low = math.sqrt(value / (1.0 + rho)) - bound
+        return (low > 0.0 and low * low >= (1.0 - _REPORT_RTOL) * value
+                and high * high <= (1.0 + _REPORT_RTOL) * value)
+
+    def data_loss_float64(self, W: Tensor, H: Tensor) -> Tensor:
+        """The unreduced data term from a float64 residual, in row blocks (0-dim float64).
+
+        No m×n temporary: blocks of ``_LOSS_BLOCK_ELEMENTS`` entries.
+        """
+        A, w = self.A, self.weight
+        m, n = A.shape
+        wide = torch.float64
+        H64 = H.to(wide)
+        rows = max(1, _LOSS_BLOCK_ELEMENTS // max(1, n))
+        total = torch.zeros((), dtype=wide, device=A.device)
+        for r0 in range(0, m, rows):
+            R = torch.addmm(A[r0:r0 + rows].to(wide), W[r0:r0 + rows].to(wide), H64,
+                            beta=1.0, alpha=-1.0).square_()  # (rows, n)
+            total += (R if w is None else R.mul_(w[r0:r0 + rows])).sum()
+        self.comm.all_reduce_sum_([total], "all_reduce(float64 loss)")
+        return total
 
     def objective_grads_(self, gW: Tensor, gH: Tensor, W: Tensor, H: Tensor) -> None:
         """Turns the data gradients into the objective's, in place: ``(g + 2 reg X) / denom``."""
@@ -142,8 +269,8 @@ class Stepper:
         raise NotImplementedError
 
     def final_loss(self) -> Tensor:
-        """The objective at the current factors (0-dim)."""
-        return self.obj.total(self.obj.data_loss(self.W, self.H), self.W, self.H)
+        """The objective at the current factors, as reported (0-dim)."""
+        return self.obj.reported_loss(self.W, self.H)
 
 
 def _make_adam(params: List[Tensor], lr: float) -> torch.optim.Optimizer:
@@ -171,7 +298,7 @@ class AdamStepper(Stepper):
     def step(self, log: bool) -> Optional[Logged]:
         W, H, obj = self.W, self.H, self.obj
         data, gW, gH = obj.data_loss_grad(W, H)
-        logged = (obj.total(data, W, H), W.clone(), H.clone()) if log else None
+        logged = (obj.reported_total(data, W, H), W.clone(), H.clone()) if log else None
         obj.objective_grads_(gW, gH, W, H)
         W.grad, H.grad = gW, gH
         self.opt.step()
@@ -190,7 +317,7 @@ class GDStepper(Stepper):
     def step(self, log: bool) -> Optional[Logged]:
         W, H, obj = self.W, self.H, self.obj
         data, gW, gH = obj.data_loss_grad(W, H)
-        logged = (obj.total(data, W, H), W.clone(), H.clone()) if log else None
+        logged = (obj.reported_total(data, W, H), W.clone(), H.clone()) if log else None
         obj.objective_grads_(gW, gH, W, H)
         W.sub_(gW, alpha=self.lr)
         H.sub_(gH, alpha=self.lr)
@@ -232,16 +359,15 @@ class LineSearchGDStepper(Stepper):
             data, gW, gH = self.obj.data_loss_grad(W, H)
         except LossOverflow:
             return math.inf  # a rejected trial
-        self._f_tensor = self.obj.total(data, W, H)
+        f_tensor = self.obj.total(data, W, H)
         self.obj.objective_grads_(gW, gH, W, H)
-        self._trial = (W, H, gW, gH, self._f_tensor)
-        return float(self._f_tensor)
+        self._trial = (W, H, gW, gH, f_tensor, data)
+        return float(f_tensor)
 
     def step(self, log: bool) -> Optional[Logged]:
-        W, H, _, _, f_tensor = self._trial
-        gW, gH = self._trial[2], self._trial[3]
+        W, H, gW, gH, f_tensor, data = self._trial
         f = float(f_tensor)
-        logged = (f_tensor, W.clone(), H.clone()) if log else None
+        logged = (self.obj.reported_total(data, W, H), W.clone(), H.clone()) if log else None
         t = self.lr
         for _ in range(self.MAX_TRIALS):
             Wn = W - t * gW
@@ -257,12 +383,13 @@ class LineSearchGDStepper(Stepper):
                 return logged
             t *= 0.5
         # No step decreases the loss: a stationary point to working precision.
-        self._trial = (W, H, gW, gH, f_tensor)
+        self._trial = (W, H, gW, gH, f_tensor, data)
         self.stalled = True
         return logged
 
     def final_loss(self) -> Tensor:
-        return self._trial[4]
+        W, H, _, _, _, data = self._trial
+        return self.obj.reported_total(data, W, H)
 
 
 class ALSStepper(Stepper):
@@ -275,10 +402,15 @@ class ALSStepper(Stepper):
     least-squares problems by warm-started coordinate descent (NNLS, not a
     projection of the unconstrained solution).
 
-    The fused backend gets the loss after each iteration from the normal
-    equations' by-products (``sum w A^2 - 2 <rhs, X> + X^T G X``, accumulated in
-    float64), with no pass over the residual; the autograd backend evaluates the
-    reference loss on the residual instead (at logged iterations).
+    Without regularization and sign constraints the objective depends on the
+    factors only through ``W @ H``, so each half-step first replaces the fixed
+    factor by an orthonormal basis of its span (:func:`mfext._als.orthonormal_basis`):
+    the same products ``W @ H`` as plain ALS, with well-conditioned normal
+    equations. W leaves each iteration with orthonormal columns.
+
+    The loss of a logged iteration is evaluated on the residual at the new
+    factors (:meth:`Objective.reported_total`: the fused op, or a float64
+    residual where float32 rounding could make the op's value inexact).
     """
 
     logs_after_step = True
@@ -288,14 +420,7 @@ class ALSStepper(Stepper):
         A, w = objective.A, objective.weight
         self.sweeps = nnls_sweeps
         self.wA = None if w is None else w * A
-        # sum(w * A^2) in float64, for the loss identity.
-        if w is None:
-            # Row norms in the data's dtype, summed in float64: one fast pass,
-            # accurate to ~1e-8 (a float64 cast of A would cost a slow pass).
-            self.aa = torch.linalg.vector_norm(A, dim=1).to(torch.float64).square().sum()
-        else:
-            self.aa = torch.sum(self.wA * A, dtype=torch.float64)
-        objective.comm.all_reduce_sum_([self.aa], "all_reduce(sum w A^2)")
+        self._orthonormal = objective.reg == 0 and not objective.nonnegative
         # Distributed: H's normal equations are summed over the ranks' rows.
         self._reduce = (
             (lambda ts: objective.comm.all_reduce_sum_(ts, "all_reduce(ALS normal equations)"))
@@ -308,19 +433,15 @@ class ALSStepper(Stepper):
         obj = self.obj
         A, w, wA, reg = obj.A, obj.weight, self.wA, obj.reg
         nonneg = obj.nonnegative
-        W, _, _ = als_half_step(A, self.H.t(), self.W, reg, w, wA,
-                                nonnegative=nonneg, sweeps=self.sweeps)
-        Ht, cross, quad = als_half_step(
-            A.t(), W, self.H.t(), reg, None if w is None else w.t(),
+        W, Ht = als_half_step(A, self.H.t(), self.W, reg, w, wA, nonnegative=nonneg,
+                              sweeps=self.sweeps, orthonormalize=self._orthonormal)
+        Ht, W = als_half_step(
+            A.t(), W, Ht, reg, None if w is None else w.t(),
             None if wA is None else wA.t(), nonnegative=nonneg, sweeps=self.sweeps,
-            reduce=self._reduce,
+            reduce=self._reduce, orthonormalize=self._orthonormal,
         )
         self.W, self.H = W, Ht.t()
-        if obj.backend == "fused":
-            data = self.aa - 2.0 * cross + quad
-            self._loss = obj.total(data.clamp_min(0), W.double(), Ht.double())
-        else:
-            self._loss = None  # evaluated on the residual when asked
+        self._loss = None
         if not log:
             return None
         return self.final_loss(), self.W, self.H

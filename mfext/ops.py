@@ -3,6 +3,19 @@
 The fused ops return the loss and both gradients in one call. The differentiable
 forms :func:`dense_loss` and :func:`sparse_loss` return only the loss; their
 backward reuses the gradients the fused kernel already computed.
+
+Higher-order derivatives: a backward run with ``create_graph=True`` (double
+backward, ``torch.autograd.gradgradcheck``) switches to a differentiable formula
+built from torch ops; it forms the (m, n) residual (nnz entries for the sparse
+loss), which the first-order path never does. The differentiable forms also
+work under ``torch.func.grad``, ``vjp`` and ``jacrev``; these transforms record
+the backward (so that they nest), so they take the differentiable formula too.
+``vmap`` runs the op once per batch element. Forward-mode AD (``torch.func.jvp``,
+``jacfwd``, ``hessian``) is not supported: torch raises NotImplementedError ("You
+must implement the jvp function"); a custom jvp would stop torch.compile from
+tracing the ops. ``jacrev(jacrev(f))`` gives the Hessian in reverse mode. The raw
+ops ``torch.ops.mfext.*`` support first and second derivatives through autograd,
+not torch.func.
 """
 from __future__ import annotations
 
@@ -81,9 +94,11 @@ def dense_loss(A: Tensor, W: Tensor, H: Tensor, weight: Optional[Tensor] = None)
     """Differentiable ``sum(weight * (A - W @ H)**2)``; a drop-in for the autograd loss.
 
     Shapes as in :func:`dense_loss_grad`. Returns a 0-dim tensor whose backward
-    runs no extra kernel for ``W`` and ``H``.
+    runs no extra kernel for ``W`` and ``H``. Second derivatives
+    (``create_graph=True``) and ``torch.func.grad``/``vjp``/``jacrev`` are
+    supported (see the module notes); forward-mode AD is not.
     """
-    return dense_loss_grad(A, W, H, weight)[0]
+    return _DenseLoss.apply(A, W, H, weight)[0]
 
 
 def sparse_loss(
@@ -94,8 +109,12 @@ def sparse_loss(
     H: Tensor,
     weight: Optional[Tensor] = None,
 ) -> Tensor:
-    """Differentiable loss over observed entries; shapes as in :func:`sparse_loss_grad`."""
-    return sparse_loss_grad(rows, cols, vals, W, H, weight)[0]
+    """Differentiable loss over observed entries; shapes as in :func:`sparse_loss_grad`.
+
+    Supports what :func:`dense_loss` supports (second derivatives, ``torch.func``
+    reverse mode).
+    """
+    return _SparseLoss.apply(rows, cols, vals, W, H, weight)[0]
 
 
 # --------------------------------------------------------------------------- fake kernels
@@ -138,9 +157,20 @@ def _sparse_loss_grad_fake(rows, cols, vals, W, H, weight=None):
 
 
 # --------------------------------------------------------------------------- autograd
-# The gradient outputs are marked non-differentiable: second derivatives through
-# them are not provided. Gradients for the data (A or vals) and the weights are
-# rare; they are computed on demand from the residual.
+# The gradient outputs are marked non-differentiable: only the loss output is
+# differentiated. Its first-order backward scales the gradients the kernel already
+# computed. When the backward itself is recorded (create_graph=True: double
+# backward, gradgradcheck, torch.func.grad of a grad), those saved gradients would
+# be constants, so the backward recomputes them with differentiable torch ops
+# instead. Gradients for the data (A or vals) and the weights are rare; they are
+# computed on demand from the residual.
+
+
+def _masked_weighted(residual: Tensor, weight: Optional[Tensor]) -> Tensor:
+    """``weight * residual``, 0 where the weight is 0 (the data may hold NaN there)."""
+    if weight is None:
+        return residual
+    return torch.where(weight == 0, torch.zeros_like(residual), weight * residual)
 
 
 def _dense_setup_context(ctx, inputs, output):
@@ -156,14 +186,22 @@ def _dense_backward(ctx, d_loss, _d_grad_W, _d_grad_H):
     need_A, need_W, need_H = ctx.needs_input_grad[:3]
     need_weight = len(ctx.needs_input_grad) > 3 and ctx.needs_input_grad[3]
     dA = dW = dH = dweight = None
+    residual = None
+    if (need_W or need_H) and torch.is_grad_enabled():
+        # create_graph=True: a differentiable formula, (m, n) temporaries on this path only.
+        residual = A - W @ H
+        scaled = -2.0 * _masked_weighted(residual, weight)  # d loss / d (W H)
+        grad_W = scaled @ H.t() if need_W else None
+        grad_H = W.t() @ scaled if need_H else None
     if need_W:
         dW = d_loss * grad_W
     if need_H:
         dH = d_loss * grad_H
     if need_A or need_weight:
-        residual = A - W @ H  # (m, n): only on this rarely used path
+        if residual is None:
+            residual = A - W @ H  # (m, n): only on this rarely used path
         if need_A:
-            dA = 2.0 * d_loss * (residual if weight is None else weight * residual)
+            dA = 2.0 * d_loss * _masked_weighted(residual, weight)
         if need_weight:
             dweight = d_loss * residual.square()
     return (dA, dW, dH, dweight)[: len(ctx.needs_input_grad)]
@@ -181,18 +219,84 @@ def _sparse_backward(ctx, d_loss, _d_grad_W, _d_grad_H):
     rows, cols, vals, W, H, weight, grad_W, grad_H = ctx.saved_tensors
     need = ctx.needs_input_grad
     dvals = dW = dH = dweight = None
+    need_weight = len(need) > 5 and need[5]
+    residual = None
+    r, c = rows.long(), cols.long()
+    if (need[3] or need[4]) and torch.is_grad_enabled():
+        # create_graph=True: a differentiable formula over the nnz entries.
+        Wr, Hc = W[r], H.t()[c]  # (nnz, k)
+        residual = vals - (Wr * Hc).sum(1)
+        scaled = (-2.0 * _masked_weighted(residual, weight)).unsqueeze(1)  # (nnz, 1)
+        if need[3]:
+            grad_W = torch.zeros_like(W).index_add(0, r, scaled * Hc)
+        if need[4]:
+            grad_H = torch.zeros_like(H.t()).index_add(0, c, scaled * Wr).t()
     if need[3]:
         dW = d_loss * grad_W
     if need[4]:
         dH = d_loss * grad_H
-    need_weight = len(need) > 5 and need[5]
     if need[2] or need_weight:
-        residual = vals - (W[rows.long()] * H.t()[cols.long()]).sum(1)  # (nnz,)
+        if residual is None:
+            residual = vals - (W[r] * H.t()[c]).sum(1)  # (nnz,)
         if need[2]:
-            dvals = 2.0 * d_loss * (residual if weight is None else weight * residual)
+            dvals = 2.0 * d_loss * _masked_weighted(residual, weight)
         if need_weight:
             dweight = d_loss * residual.square()
     return (None, None, dvals, dW, dH, dweight)[: len(need)]
+
+
+def _batched(x: Optional[Tensor], dim: Optional[int], i: int) -> Optional[Tensor]:
+    return x if x is None or dim is None else x.select(dim, i)
+
+
+class _DenseLoss(torch.autograd.Function):
+    """:func:`dense_loss` as an autograd.Function, so that torch.func can transform it."""
+
+    @staticmethod
+    def forward(A, W, H, weight):
+        return torch.ops.mfext.dense_loss_grad.default(A, W, H, weight)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _dense_setup_context(ctx, inputs, output)
+
+    @staticmethod
+    def backward(ctx, d_loss, d_grad_W, d_grad_H):
+        return _dense_backward(ctx, d_loss, d_grad_W, d_grad_H)
+
+    @staticmethod
+    def vmap(info, in_dims, A, W, H, weight):
+        # One op call per batch element: the kernels take single matrices.
+        outs = [
+            _DenseLoss.apply(*(_batched(x, d, i) for x, d in zip((A, W, H, weight), in_dims)))
+            for i in range(info.batch_size)
+        ]
+        return tuple(torch.stack(o) for o in zip(*outs)), (0, 0, 0)
+
+
+class _SparseLoss(torch.autograd.Function):
+    """:func:`sparse_loss` as an autograd.Function, so that torch.func can transform it."""
+
+    @staticmethod
+    def forward(rows, cols, vals, W, H, weight):
+        return torch.ops.mfext.sparse_loss_grad.default(rows, cols, vals, W, H, weight)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _sparse_setup_context(ctx, inputs, output)
+
+    @staticmethod
+    def backward(ctx, d_loss, d_grad_W, d_grad_H):
+        return _sparse_backward(ctx, d_loss, d_grad_W, d_grad_H)
+
+    @staticmethod
+    def vmap(info, in_dims, rows, cols, vals, W, H, weight):
+        inputs = (rows, cols, vals, W, H, weight)
+        outs = [
+            _SparseLoss.apply(*(_batched(x, d, i) for x, d in zip(inputs, in_dims)))
+            for i in range(info.batch_size)
+        ]
+        return tuple(torch.stack(o) for o in zip(*outs)), (0, 0, 0)
 
 
 torch.library.register_autograd(

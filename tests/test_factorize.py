@@ -11,11 +11,13 @@ import torch
 
 import mfext
 from mfext import reference as ref
-from mfext._als import nnls_coordinate_descent, solve_normal_equations, weighted_gram
+from mfext._als import (nnls_coordinate_descent, orthonormal_basis, solve_normal_equations,
+                        weighted_gram)
 from conftest import rel_err
 
 F64 = torch.float64
 OPTIMIZERS = ["adam", "gd", "als"]
+_DEFAULT_TOL = {F64: 1e-10, torch.float32: 1e-6}  # the documented defaults
 
 
 # --------------------------------------------------------------------------- helpers
@@ -48,6 +50,57 @@ def objective(A, W, H, weight=None, reg=0.0, reduction="mean"):
     return loss / (A.numel() if weight is None else weight.sum())
 
 
+def objective64(A, W, H, weight=None, reg=0.0, reduction="mean"):
+    """The documented objective in float64 (from float32 factors too); NaN in A is missing."""
+    A = A.double()
+    observed = ~torch.isnan(A)
+    w = observed.double() if weight is None else weight.double() * observed
+    value = objective(torch.where(observed, A, 0.0), W.double(), H.double(),
+                      None if weight is None and bool(observed.all()) else w, reg, reduction)
+    return float(value)
+
+
+def reference_als(A, W, H, iterations, weight=None, reg=0.0, nonnegative=False, sweeps=3):
+    """Plain ALS in float64, one row (column) at a time, from the dense matrix.
+
+    Each row's normal equations ``(sum_j w_ij h_j h_j^T + reg I) x = sum_j w_ij a_ij h_j``
+    are built from the dense data and solved by ``torch.linalg.solve``; in
+    non-negative mode by ``sweeps`` sweeps of coordinate descent from the current
+    row. Shares no code with mfext.
+    """
+    A = A.double()
+    observed = ~torch.isnan(A)
+    w = observed.double() if weight is None else weight.double() * observed
+    A = torch.where(w > 0, A, 0.0)
+    W, H = W.double().clone(), H.double().clone()
+    k = W.shape[1]
+
+    def solve_rows(data, wt, F, X):
+        out = torch.zeros(data.shape[0], k, dtype=F64)
+        for i in range(data.shape[0]):
+            if float(wt[i].sum()) == 0.0:
+                continue  # an unobserved row stays 0
+            G = (F.t() * wt[i]) @ F + reg * torch.eye(k, dtype=F64)
+            b = F.t() @ (wt[i] * data[i])
+            if not nonnegative:
+                out[i] = torch.linalg.solve(G, b)
+                continue
+            x = X[i].clamp_min(0).clone()
+            for _ in range(sweeps):
+                for r in range(k):
+                    if float(G[r, r]) > 0:
+                        x[r] = max(0.0, float(x[r] + (b[r] - G[r] @ x) / G[r, r]))
+                    else:
+                        x[r] = 0.0
+            out[i] = x
+        return out
+
+    for _ in range(iterations):
+        W = solve_rows(A, w, H.t(), W)
+        H = solve_rows(A.t(), w.t(), W, H.t()).t()
+    return W, H
+
+
 # --------------------------------------------------------------------------- quality bars
 
 
@@ -67,7 +120,7 @@ def test_eckart_young_als(gen):
     result = mfext.factorize(A, 10, optimizer="als", seed=0, max_iter=50)
     assert (mse(result, A) - best) / best < 1e-6
     assert result.n_iter <= 50 and result.converged and result.stop_reason == "tol"
-    # The loss the loop reports (from the normal equations) is the true one.
+    # The loss the loop reports is the true one.
     assert math.isclose(result.loss_history[-1], mse(result, A), rel_tol=1e-9)
 
 
@@ -101,7 +154,7 @@ def test_fused_follows_the_reference_loop_for_100_adam_steps(gen):
         assert (fused.H - other.H).abs().max() < 1e-6
         assert rel_err(fused.W, other.W) < 1e-10 and rel_err(fused.H, other.H) < 1e-10
     assert math.isclose(fused.loss_history[-1], reference.loss_history[-1], rel_tol=1e-10)
-    assert fused.loss_history[0] == pytest.approx(auto.loss_history[0], rel=1e-12)
+    assert fused.loss_history[0] == pytest.approx(auto.loss_history[0], rel=1e-12, abs=0)
 
 
 VARIANTS = {
@@ -140,7 +193,15 @@ def test_backends_follow_the_same_trajectory(optimizer, variant, gen):
     A0 = torch.nan_to_num(A)
     expected = objective(A0, fused.W, fused.H, weight, opts.get("reg", 0.0),
                          opts.get("reduction", "mean"))
-    assert fused.loss_history[-1] == pytest.approx(float(expected), rel=1e-9)
+    assert fused.loss_history[-1] == pytest.approx(float(expected), rel=1e-9, abs=0)
+    if optimizer == "als":
+        # Both backends share the ALS update: check it against plain row-by-row ALS.
+        # (Without reg and sign constraints mfext keeps W orthonormal, so compare
+        # the products W @ H, which any basis shares.)
+        start = mfext.factorize(A, 3, optimizer="als", seed=3, max_iter=0)
+        W_ref, H_ref = reference_als(A, start.W, start.H, 25, opts.get("weight"),
+                                     opts.get("reg", 0.0), opts.get("nonnegative", False))
+        assert rel_err(fused.W @ fused.H, W_ref @ H_ref) < 1e-8
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "gd", "als"])
@@ -156,18 +217,34 @@ def test_line_search_gd_and_optimizers_with_reg_reach_a_stationary_point(optimiz
     assert grad_norm < (1e-5 if optimizer == "adam" else 1e-8)
 
 
+@pytest.mark.parametrize("reg", [0.01, 0.0], ids=["reg", "noreg"])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_every_device_follows_the_cpu_run(optimizer, device, dtype, gen):
+def test_every_device_follows_the_cpu_run(optimizer, reg, device, dtype, gen):
+    """Off the CPU: the CPU run. Everywhere: an independent float64 reference."""
     A = torch.rand(23, 17, generator=gen, dtype=dtype)
     A[3, 4] = float("nan")
-    kwargs = dict(optimizer=optimizer, seed=5, max_iter=30, tol=0, reg=0.01)
+    kwargs = dict(optimizer=optimizer, seed=5, max_iter=30, tol=0, reg=reg)
     if optimizer == "gd":
         kwargs["lr"] = 0.1
     on_device = mfext.factorize(A.to(device), 3, **kwargs)
-    on_cpu = mfext.factorize(A, 3, **kwargs)
     assert on_device.W.device.type == device and on_device.W.dtype == dtype
     tol = 1e-9 if dtype == F64 else 1e-3
-    assert rel_err(on_device.W, on_cpu.W) < tol and rel_err(on_device.H, on_cpu.H) < tol
+    if device != "cpu":
+        on_cpu = mfext.factorize(A, 3, **kwargs)
+        assert rel_err(on_device.W, on_cpu.W) < tol and rel_err(on_device.H, on_cpu.H) < tol
+    # The independent reference, in float64 on the CPU from the same initial factors:
+    # the autograd loss for Adam and GD, plain row-by-row ALS for ALS.
+    start = mfext.factorize(A, 3, optimizer=optimizer, seed=5, max_iter=0)
+    if optimizer == "als":
+        W_ref, H_ref = reference_als(A, start.W, start.H, 30, reg=reg)
+    else:
+        reference = mfext.factorize(A.double(), 3, **dict(kwargs, init=(start.W.double(), start.H.double()),
+                                                          backend="autograd"))
+        W_ref, H_ref = reference.W, reference.H
+        assert rel_err(on_device.W, W_ref) < tol and rel_err(on_device.H, H_ref) < tol
+    assert rel_err(on_device.W.cpu() @ on_device.H.cpu(), W_ref @ H_ref) < tol
+    true_loss = objective64(A, on_device.W.cpu(), on_device.H.cpu(), reg=reg)
+    assert on_device.loss_history[-1] == pytest.approx(true_loss, rel=1e-9 if dtype == F64 else 1e-3, abs=0)
 
 
 # --------------------------------------------------------------------------- non-negative mode
@@ -269,7 +346,7 @@ def test_divergence_names_iteration_and_lr_and_keeps_finite_factors(optimizer):
     assert res.loss_history and all(math.isfinite(x) for x in res.loss_history)
     # The kept factors are the ones of the last finite loss.
     kept = float(torch.nn.functional.mse_loss(res.W.double() @ res.H.double(), A.double()))
-    assert kept == pytest.approx(res.loss_history[-1], rel=1e-4)
+    assert kept == pytest.approx(res.loss_history[-1], rel=1e-4, abs=0)
 
 
 def test_divergence_between_log_points_keeps_the_last_logged_factors():
@@ -365,7 +442,7 @@ def test_inputs_numpy_dtype_device_and_init(gen):
     assert torch.equal(same.W, W0) and torch.equal(same.H, H0) and same.n_iter == 0
     svd = mfext.factorize(torch.nan_to_num(A), 2, init="svd", seed=0, max_iter=0)
     best = eckart_young_mse(torch.nan_to_num(A), 2)
-    assert svd.loss_history[-1] == pytest.approx(best, rel=1e-6)
+    assert svd.loss_history[-1] == pytest.approx(best, rel=1e-6, abs=0)
 
 
 def test_rank_above_min_needs_reg(gen):
@@ -414,12 +491,189 @@ def test_bad_input_is_refused_clearly(kwargs, error, match):
         mfext.factorize(A, rank, **args)
 
 
+INTEGER_ARGUMENTS = {
+    "rank": np.int64(3),
+    "max_iter": np.int32(7),
+    "log_every": np.uint8(2),
+    "nnls_sweeps": np.int16(2),
+    "seed": np.uint64(12345),
+}
+
+
+@pytest.mark.parametrize("name", list(INTEGER_ARGUMENTS))
+def test_numpy_integers_are_accepted_for_integer_arguments(name, gen):
+    A = torch.rand(9, 7, generator=gen, dtype=F64)
+    plain = dict(rank=3, max_iter=7, log_every=2, nnls_sweeps=2, seed=12345)
+    kwargs = dict(plain, **{name: INTEGER_ARGUMENTS[name]})
+    numpy_run = mfext.factorize(A, kwargs.pop("rank"), optimizer="als", nonnegative=True, tol=0,
+                                **kwargs)
+    python_run = mfext.factorize(A, plain.pop("rank"), optimizer="als", nonnegative=True, tol=0,
+                                 **plain)
+    assert torch.equal(numpy_run.W, python_run.W) and torch.equal(numpy_run.H, python_run.H)
+    assert numpy_run.loss_history == python_run.loss_history
+    assert numpy_run.n_iter == 7 and type(numpy_run.seed) is int and numpy_run.seed == 12345
+
+
+@pytest.mark.parametrize("name", list(INTEGER_ARGUMENTS))
+@pytest.mark.parametrize("bad", [np.bool_(True), True, np.float64(3.0)], ids=["np.bool_", "bool", "np.float64"])
+def test_bools_and_floats_are_refused_for_integer_arguments(name, bad):
+    kwargs = dict({"rank": 2}, **{name: bad})
+    with pytest.raises(TypeError, match=f"{name} must be an int"):
+        mfext.factorize(torch.rand(5, 4, dtype=F64), kwargs.pop("rank"), **kwargs)
+
+
+def test_numpy_floats_are_accepted_for_real_arguments(gen):
+    A = torch.rand(9, 7, generator=gen, dtype=F64)
+    a = mfext.factorize(A, 2, optimizer="gd", lr=np.float32(0.25), reg=np.float32(0.5),
+                        tol=np.float64(0.0), max_iter=5, seed=0)
+    b = mfext.factorize(A, 2, optimizer="gd", lr=float(np.float32(0.25)), reg=float(np.float32(0.5)),
+                        tol=0.0, max_iter=5, seed=0)
+    assert torch.equal(a.W, b.W) and a.loss_history == b.loss_history
+    with pytest.raises(TypeError, match="reg must be a number"):
+        mfext.factorize(A, 2, reg=np.bool_(False))
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("dtype_", [F64, torch.float32], ids=["f64", "f32"])
+def test_factorize_leaves_its_inputs_unchanged(optimizer, dtype_, gen):
+    """The data, the weights and the initial factors are read, never written."""
+    W0 = torch.randn(40, 3, generator=gen, dtype=F64)
+    H0 = torch.randn(3, 30, generator=gen, dtype=F64)
+    # Near an exact fit, so that the float32 loss is recomputed in float64 too.
+    A = (W0 @ H0).to(dtype_)
+    A_missing = A.clone()
+    A_missing[2, 3] = float("nan")
+    weight = (0.5 + torch.rand(40, 30, generator=gen)).to(dtype_)
+    init = (W0.to(dtype_), H0.to(dtype_))
+    inputs = (A, A_missing, weight, *init)
+    copies = [t.clone() for t in inputs]
+    for data in (A, A_missing):
+        for kwargs in ({}, {"weight": weight}, {"init": init}, {"reg": 0.1}):
+            mfext.factorize(data, 3, optimizer=optimizer, seed=0, max_iter=4, log_every=1,
+                            lr=1e-3 if optimizer != "als" else None, **kwargs)
+            for before, after in zip(copies, inputs):
+                torch.testing.assert_close(after, before, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype_", [F64, torch.float32], ids=["f64", "f32"])
+def test_an_exact_fit_converges_at_the_data_resolution(dtype_, gen):
+    """An exactly completable matrix: the true loss falls to rounding level and the loop stops there."""
+    A = (torch.randn(70, 4, generator=gen, dtype=F64) @ torch.randn(4, 50, generator=gen, dtype=F64))
+    A = A.masked_fill(torch.rand(70, 50, generator=gen) < 0.3, float("nan")).to(dtype_)
+    result = mfext.factorize(A, 4, optimizer="als", seed=0, max_iter=500)
+    assert result.converged and result.stop_reason == "tol" and result.n_iter < 500
+    data = float(torch.nan_to_num(A).double().square().sum() / (~torch.isnan(A)).sum())
+    eps = torch.finfo(dtype_).eps
+    assert result.loss == pytest.approx(objective64(A, result.W, result.H), rel=1e-3, abs=0)
+    assert result.loss < 1e4 * eps * eps * data
+    a, b = result.loss_history[-2:]
+    assert abs(a - b) <= _DEFAULT_TOL[dtype_] * max(a, b) + eps * eps * data
+
+
 def test_float32_als_reaches_the_optimum(gen):
     A = low_rank_plus_noise(gen, 200, 150, 6, 0.01, dtype=torch.float32)
     best = eckart_young_mse(A, 6)
     result = mfext.factorize(A, 6, optimizer="als", seed=0)
     assert result.W.dtype == torch.float32 and result.converged
     assert (mse(result, A) - best) / best < 1e-4
+    # The reported loss is the float64 mean squared error of the float32 factors.
+    assert result.loss_history[-1] == pytest.approx(mse(result, A), rel=1e-3, abs=0)
+
+
+# Float32 data on which a loss taken from the normal equations' expansion cancels,
+# or on which float32 solves in the factors' own basis blow up. Shapes and values
+# differ from one case to the next on purpose.
+def _exact_low_rank(gen, m, n, r, offset=0.0):
+    U = torch.randn(m, r, generator=gen, dtype=F64)
+    V = torch.randn(r, n, generator=gen, dtype=F64)
+    return (offset + U @ V).to(torch.float32)
+
+
+FLOAT32_CASES = {
+    # exact rank 3 data, rank 6 requested: the factors are rank-deficient
+    "rank_deficient": lambda g: (_exact_low_rank(g, 170, 140, 3), 6, {}),
+    # a large offset with small noise: the loss is a tiny fraction of |A|^2
+    "offset": lambda g: ((40.0 + 0.05 * torch.randn(160, 120, generator=g, dtype=F64)).float(), 4, {}),
+    "weighted_offset": lambda g: ((-25.0 + 0.2 * torch.randn(130, 90, generator=g, dtype=F64)).float(), 3,
+                                  {"weight": 0.1 + torch.rand(130, 90, generator=g)}),
+    "missing_rank_deficient": lambda g: (
+        _exact_low_rank(g, 90, 110, 2, offset=7.0).masked_fill(torch.rand(90, 110, generator=g) < 0.3,
+                                                               float("nan")), 5, {}),
+    "nonnegative": lambda g: ((torch.rand(150, 3, generator=g, dtype=F64)
+                               @ torch.rand(3, 110, generator=g, dtype=F64)).float(), 5,
+                              {"nonnegative": True, "max_iter": 150}),
+    "reg_rank_deficient": lambda g: (_exact_low_rank(g, 120, 80, 2), 4, {"reg": 1e-4}),
+    "sum_reduction": lambda g: (_exact_low_rank(g, 60, 75, 3, offset=-3.0), 5, {"reduction": "sum"}),
+}
+
+
+@pytest.mark.parametrize("case", list(FLOAT32_CASES))
+def test_float32_als_reports_the_true_loss(case, gen):
+    A, k, kwargs = FLOAT32_CASES[case](gen)
+    seen = []
+    result = mfext.factorize(A, k, optimizer="als", seed=1,
+                             callback=lambda it, loss, W, H: seen.append((loss, W, H)), **kwargs)
+    assert result.W.dtype == torch.float32
+    weight, reg = kwargs.get("weight"), kwargs.get("reg", 0.0)
+    reduction = kwargs.get("reduction", "mean")
+    # Every logged loss (history, tol test, divergence guard) against a float64
+    # evaluation of the objective at the factors it was logged with.
+    assert [loss for loss, _, _ in seen] == result.loss_history
+    for loss, W, H in seen:
+        assert loss == pytest.approx(objective64(A, W, H, weight, reg, reduction), rel=1e-2, abs=0)
+    true_final = objective64(A, result.W, result.H, weight, reg, reduction)
+    assert result.loss == pytest.approx(true_final, rel=1e-3, abs=0)
+    if result.stop_reason == "tol":  # converged on true losses: within tol, or the data's resolution
+        a, b = result.loss_history[-2:]
+        resolution = torch.finfo(torch.float32).eps ** 2 * objective64(A, torch.zeros(A.shape[0], 1),
+                                                                       torch.zeros(1, A.shape[1]), weight,
+                                                                       0.0, reduction)
+        assert abs(a - b) <= 1e-6 * max(a, b) + resolution
+    # No huge factors: they are bounded by the data.
+    scale = float(torch.nan_to_num(A).double().norm())
+    assert float(result.W.double().norm() * result.H.double().norm()) < 10 * math.sqrt(k) * scale
+
+
+@pytest.mark.parametrize("case", ["rank_deficient", "missing_rank_deficient", "offset"])
+def test_float32_als_is_as_accurate_as_float64(case, gen):
+    """Singular or ill-conditioned float32 systems: the error float64 reaches, to float32's precision."""
+    A, k, kwargs = FLOAT32_CASES[case](gen)
+    result = mfext.factorize(A, k, optimizer="als", seed=2, **kwargs)
+    reference = mfext.factorize(A.double(), k, optimizer="als", seed=2, **kwargs)
+    error = objective64(A, result.W, result.H)
+    error64 = objective64(A, reference.W, reference.H)
+    data = float(torch.nan_to_num(A).double().square().mean())
+    # float32 rounds the data and the factors to ~6e-8 relative: an exact low-rank
+    # fit leaves a mean squared error of order 1e-14 * mean(A^2), not 0.
+    assert error <= 1.001 * error64 + 1e-11 * data, (error, error64, data)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "gd"])
+@pytest.mark.parametrize("backend", ["fused", "autograd"])
+def test_float32_gradient_optimizers_report_the_true_loss(optimizer, backend, gen):
+    A, k, _ = FLOAT32_CASES["offset"](gen)
+    seen = []
+    result = mfext.factorize(A, k, optimizer=optimizer, backend=backend, seed=0, max_iter=120,
+                             log_every=30, reg=0.01,
+                             callback=lambda it, loss, W, H: seen.append((loss, W, H)))
+    assert len(seen) == 4
+    for loss, W, H in seen:
+        assert loss == pytest.approx(objective64(A, W, H, reg=0.01), rel=1e-3, abs=0)
+    assert result.loss == pytest.approx(objective64(A, result.W, result.H, reg=0.01), rel=1e-3, abs=0)
+
+
+def test_float32_loss_near_an_exact_fit_is_recomputed_in_float64(gen):
+    """At an exact fit the fused op's float32 residual is rounding: the reported loss is not."""
+    W0 = torch.randn(80, 3, generator=gen, dtype=F64)
+    H0 = torch.randn(3, 70, generator=gen, dtype=F64)
+    A = (W0 @ H0).float()
+    W, H = W0.float(), H0.float()
+    result = mfext.factorize(A, 3, init=(W, H), max_iter=0)
+    exact = objective64(A, W, H)
+    assert exact > 0  # the float32 roundings of A, W and H do not cancel exactly
+    assert result.loss == pytest.approx(exact, rel=1e-3, abs=0)
+    fused = float(mfext.dense_loss_grad(A, W, H)[0]) / A.numel()
+    assert abs(fused - exact) > 1e-3 * exact  # the op's float32 residual alone is off
 
 
 # --------------------------------------------------------------------------- the ALS pieces
@@ -451,6 +705,56 @@ def test_solve_normal_equations_singular_gram_is_finite(gen):
     x = solve_normal_equations(gram, rhs)
     assert bool(torch.isfinite(x).all())
     assert rel_err(x @ gram, rhs) < 1e-6
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "batched"])
+def test_solve_normal_equations_ill_conditioned_for_float32(shared, gen):
+    """Factors of rank 3 plus 1e-6 noise, and right-hand sides with float32-sized errors:
+    with float32's eps the minimum-norm solution, not the solution of the noise."""
+    k, r = 6, 3
+    F = (torch.randn(50, r, generator=gen, dtype=F64) @ torch.randn(r, k, generator=gen, dtype=F64)
+         + 1e-6 * torch.randn(50, k, generator=gen, dtype=F64))
+    gram = F.t() @ F  # eigenvalues: three O(100), three O(1e-10)
+    rhs = torch.randn(8, 50, generator=gen, dtype=F64) @ F
+    rhs = rhs * (1 + 1e-7 * torch.randn(8, k, generator=gen, dtype=F64))  # float32-sized errors
+    eps32 = torch.finfo(torch.float32).eps
+    batch_gram = gram if shared else gram.expand(8, k, k).clone()
+    x = solve_normal_equations(batch_gram, rhs, eps=eps32)
+    # The reference: the pseudo-inverse with float32's cutoff.
+    expected = rhs @ torch.linalg.pinv(gram, rtol=k * eps32, hermitian=True)
+    assert rel_err(x, expected) < 1e-8
+    # float64's cutoff solves along the noise directions: far larger entries.
+    blown = solve_normal_equations(batch_gram, rhs)
+    assert rel_err(blown, torch.linalg.solve(gram, rhs.t()).t()) < 1e-3
+    assert float(blown.norm()) > 100 * float(x.norm())
+
+
+def test_solve_normal_equations_nan_gram_gives_nan_rows(gen):
+    grams = _spd(gen, 4, k=3)
+    grams[1, 0, 0] = float("nan")
+    x = solve_normal_equations(grams, torch.randn(4, 3, generator=gen, dtype=F64))
+    assert bool(torch.isnan(x[1]).all()) and bool(torch.isfinite(x[[0, 2, 3]]).all())
+    with pytest.raises(ValueError, match="reg must be >= 0"):
+        solve_normal_equations(grams, torch.randn(4, 3, dtype=F64), float("nan"))
+
+
+@pytest.mark.parametrize("dtype_", [F64, torch.float32], ids=["f64", "f32"])
+def test_orthonormal_basis_spans_the_factor(dtype_, gen):
+    F = (torch.randn(40, 5, generator=gen, dtype=F64) * torch.tensor([1e3, 1.0, 1e-2, 5.0, 1e-3])).to(dtype_)
+    Q = orthonormal_basis(F)
+    assert Q.dtype == dtype_ and Q.shape == F.shape
+    eye = torch.eye(5, dtype=F64)
+    tol = 1e-10 if dtype_ == F64 else 1e-5
+    assert rel_err(Q.double().t() @ Q.double(), eye) < tol
+    # Same column space: projecting F on Q reproduces it.
+    Qd, Fd = Q.double(), F.double()
+    assert rel_err(Qd @ (Qd.t() @ Fd), Fd) < tol
+    # A rank-deficient F (exactly): a zero column for each missing direction.
+    G = torch.cat([F[:, :3].double(), F[:, :2].double() @ torch.tensor([[1.0, 2.0], [3.0, -1.0]], dtype=F64)], 1)
+    Qg = orthonormal_basis(G)
+    nonzero = Qg.norm(dim=0) > 0.5
+    assert int(nonzero.sum()) == 3 and float(Qg[:, ~nonzero].abs().max()) < 1e-6
+    assert rel_err(Qg @ (Qg.t() @ G), G) < 1e-10
 
 
 def test_solve_normal_equations_checks_shapes(gen):
