@@ -1,5 +1,7 @@
 #include "als_checks.h"
 
+#include <ATen/Dispatch.h>
+
 #include <cmath>
 
 #include "checks.h"
@@ -43,6 +45,17 @@ AlsSizes check_als_args(const char* op, const at::Tensor& indptr, const at::Tens
                 ",) to match F of shape ", F.sizes(), ", got ", col_offset->sizes());
   }
   return {indptr.size(0) - 1, n, d, indices.size(0)};
+}
+
+void check_reg_diag_values(const char* op, const at::Tensor& reg_diag) {
+  AT_DISPATCH_FLOATING_TYPES(reg_diag.scalar_type(), "check_reg_diag_values", [&] {
+    const scalar_t* reg = reg_diag.const_data_ptr<scalar_t>();
+    for (int64_t q = 0; q < reg_diag.numel(); ++q) {
+      TORCH_CHECK_VALUE(std::isfinite(reg[q]) && reg[q] >= 0, op,
+                        ": argument 'reg_diag' must be finite and non-negative; found reg_diag[",
+                        q, "] = ", reg[q]);
+    }
+  });
 }
 
 }  // namespace mfext

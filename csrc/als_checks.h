@@ -1,7 +1,7 @@
 // Argument checks of the ALS ops (als_normal_equations, als_solve) shared by
 // the CPU op and the CUDA glue: everything that needs no tensor data. The
-// indptr and indices values are checked by each device where it reads them
-// (the CPU before its loop, the GPU in a validation kernel).
+// indptr, indices and reg_diag values are checked by each device where it reads
+// them (the CPU before its loop, the GPU in a validation kernel).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -21,5 +21,12 @@ void check_als_exponent(const char* op, double count_exponent);
 AlsSizes check_als_args(const char* op, const at::Tensor& indptr, const at::Tensor& indices,
                         const at::Tensor& vals, const at::Tensor& F,
                         const std::optional<at::Tensor>& col_offset, const at::Tensor& reg_diag);
+
+// reg_diag's values, for a device that can read them without a synchronization
+// (the CPU; CUDA checks them in its validation kernel with the same message):
+// each entry finite and >= 0 (a NaN or negative ridge would make the systems
+// indefinite, an infinite one their solutions NaN). Raises a ValueError naming
+// "reg_diag[q]". reg_diag: (d,) float32/float64, contiguous, on the CPU.
+void check_reg_diag_values(const char* op, const at::Tensor& reg_diag);
 
 }  // namespace mfext

@@ -1,6 +1,7 @@
 #include "sgd_checks.h"
 
 #include <ATen/MemoryOverlap.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cmath>
 #include <utility>
@@ -14,6 +15,13 @@ namespace {
 void check_in_place(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK(t.is_contiguous(), op, ": argument '", name,
               "' is updated in place and must be contiguous, got strides ", t.strides());
+  // The op is a solver step, not differentiable: updating a tensor that autograd
+  // tracks would leave its graph describing values it no longer holds (torch's own
+  // in-place ops refuse a leaf that requires grad for the same reason). Under
+  // torch.no_grad() the update is plain data, as for torch's in-place ops.
+  TORCH_CHECK(!(at::GradMode::is_enabled() && t.requires_grad()), op, ": argument '", name,
+              "' requires grad and would be updated in place by this non-differentiable op; "
+              "pass ", name, ".detach() or call it under torch.no_grad()");
 }
 
 }  // namespace

@@ -60,6 +60,15 @@ def sgd_epoch_(
     Tensor, 0-dim, float64
         Sum of the squared errors seen before each update (a free estimate of
         the training error of the epoch).
+
+    Raises
+    ------
+    RuntimeError
+        When ``W``, ``H_t`` or (with ``use_biases``) a bias tensor requires grad
+        while grad mode is on: the op is not differentiable, so updating a tensor
+        autograd tracks would leave its graph wrong (torch's own in-place ops
+        refuse a leaf that requires grad). The message names the argument; pass
+        ``.detach()`` or call the op under ``torch.no_grad()``. Nothing is updated.
     """
     return torch.ops.mfext.sgd_epoch_.default(
         W, H_t, user_bias, item_bias, rows, cols, vals, order, block_ptr, schedule,
@@ -96,6 +105,9 @@ def als_normal_equations(
     col_offset : Tensor, (n,), optional
         Subtracted from the value of each entry, by its column.
     reg_diag : Tensor, (d,)
+        Finite and >= 0 (a NaN or negative ridge would make the systems
+        indefinite): otherwise a ``ValueError`` naming ``reg_diag[q]``, on CUDA
+        at the next mfext call (the outputs of the call are NaN).
     count_exponent : float
         0: the same regularization for every row; 1: proportional to the
         row's entry count (ALS-WR).
@@ -122,7 +134,8 @@ def als_solve(
     zero regularization: a pivot at or below d * eps * its largest diagonal
     entry, eps the dtype's machine epsilon) is solved with a ridge of
     max(1e-4, 4 d eps) times that entry; if that fails too its row comes
-    back NaN. The same rule on the CPU and on CUDA.
+    back NaN. The same rule on the CPU and on CUDA. ``reg_diag`` must be
+    finite and >= 0, as for :func:`als_normal_equations`.
 
     Returns
     -------

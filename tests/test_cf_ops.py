@@ -217,6 +217,18 @@ SGD_BAD = {
     "zero lr": (lambda a: {"lr": 0.0}, RuntimeError, r"lr must be finite and positive"),
     "nan reg": (lambda a: {"reg": float("nan")}, RuntimeError, r"reg must be finite"),
     "W aliases H_t": (lambda a: {"H_t": a["W"], "item_bias": torch.zeros(5)}, RuntimeError, r"'W' and 'H_t' share memory"),
+    # A tensor autograd tracks may not be changed in place by a non-differentiable op
+    # (torch's own in-place ops refuse a leaf that requires grad).
+    "W requires grad": (lambda a: {"W": a["W"].clone().requires_grad_()}, RuntimeError,
+                        r"argument 'W' requires grad and would be updated in place"),
+    "H_t requires grad": (lambda a: {"H_t": a["H_t"].clone().requires_grad_()}, RuntimeError,
+                          r"argument 'H_t' requires grad and would be updated in place"),
+    "user_bias requires grad": (lambda a: {"user_bias": a["user_bias"].clone().requires_grad_()},
+                                RuntimeError, r"argument 'user_bias' requires grad"),
+    "item_bias requires grad": (lambda a: {"item_bias": a["item_bias"].clone().requires_grad_()},
+                                RuntimeError, r"argument 'item_bias' requires grad"),
+    "W in a graph": (lambda a: {"W": a["W"].clone().requires_grad_() * 1.0}, RuntimeError,
+                     r"argument 'W' requires grad and would be updated in place"),
 }
 
 
@@ -232,6 +244,48 @@ def test_sgd_epoch_bad_inputs(case, gen):
     assert "mfext::sgd_epoch_" in str(info.value)
     for t, b in zip((a[k] for k in ("W", "H_t", "user_bias", "item_bias")), before):
         assert torch.equal(t, b)  # checks run before any update
+
+
+@pytest.mark.parametrize("name", ["W", "H_t", "user_bias", "item_bias"])
+@pytest.mark.parametrize("call", ["wrapper", "op"])
+def test_sgd_epoch_refuses_tensors_that_require_grad(name, call, gen):
+    """Refused with grad mode on, the tensors left unchanged; under torch.no_grad() (as
+    for torch's in-place ops) the epoch runs and matches the same epoch on plain tensors."""
+    a = _sgd_args(gen)
+    a[name] = a[name].clone().requires_grad_()
+    plain = {key: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for key, v in a.items()}
+    before = [a[key].detach().clone() for key in ("W", "H_t", "user_bias", "item_bias")]
+
+    def run(args):
+        if call == "op":
+            return _call_sgd(args)
+        return cf_ops.sgd_epoch_(
+            args["W"], args["H_t"], args["user_bias"], args["item_bias"], args["rows"],
+            args["cols"], args["vals"], lr=args["lr"], reg=args["reg"],
+            bias_reg=args["bias_reg"], global_mean=args["global_mean"])
+
+    with pytest.raises(RuntimeError, match=rf"mfext::sgd_epoch_: argument '{name}' requires grad "
+                                           rf"and would be updated in place .*{name}\.detach\(\)"):
+        run(a)
+    for key, b in zip(("W", "H_t", "user_bias", "item_bias"), before):
+        assert torch.equal(a[key].detach(), b), key
+    assert a[name].grad is None
+    with torch.no_grad():
+        sse = run(a)
+    sse_plain = run(plain)
+    assert float(sse) == float(sse_plain)
+    for key in ("W", "H_t", "user_bias", "item_bias"):
+        assert torch.equal(a[key].detach(), plain[key]), key
+    assert not torch.equal(a["W"].detach(), before[0])  # the epoch did run
+
+
+def test_sgd_epoch_ignores_grad_on_unused_biases(gen):
+    """Without biases the bias tensors are not touched, so their flags do not matter."""
+    a = _sgd_args(gen, use_biases=False)
+    a["user_bias"] = a["user_bias"].clone().requires_grad_()
+    before = a["user_bias"].detach().clone()
+    _call_sgd(a)
+    assert torch.equal(a["user_bias"].detach(), before)
 
 
 @pytest.mark.parametrize("blocked", [False, True], ids=["hogwild", "blocked"])
@@ -383,7 +437,26 @@ ALS_BAD = {
     "mixed dtypes": (lambda a: {"F": a["F"].float()}, RuntimeError, r"has dtype"),
     "nan exponent": (lambda a: {"count_exponent": float("nan")}, RuntimeError,
                      r"count_exponent must be finite"),
+    # A NaN or negative ridge makes the systems indefinite (NaN rows), an infinite one
+    # their solutions NaN: refused, naming the entry.
+    "nan reg_diag": (lambda a: {"reg_diag": _with(a["reg_diag"], 1, float("nan"))}, ValueError,
+                     r"argument 'reg_diag' must be finite and non-negative; found reg_diag\[1\] = nan"),
+    "negative reg_diag": (lambda a: {"reg_diag": _with(a["reg_diag"], 2, -0.5)}, ValueError,
+                          r"argument 'reg_diag' must be finite and non-negative; found reg_diag\[2\] = -0.5"),
+    "inf reg_diag": (lambda a: {"reg_diag": _with(a["reg_diag"], 0, float("inf"))}, ValueError,
+                     r"argument 'reg_diag' must be finite and non-negative; found reg_diag\[0\] = inf"),
 }
+# The cases whose defect lies in tensor data: CUDA finds them on the device and
+# reports them at the next mfext call (tests/test_cuda_cf.py).
+ALS_DATA_CASES = {"decreasing indptr", "indptr past the end", "index out of range",
+                  "nan reg_diag", "negative reg_diag", "inf reg_diag"}
+
+
+def _with(t, i, value):
+    """A copy of t with t[i] = value."""
+    t = t.clone()
+    t[i] = value
+    return t
 
 
 @pytest.mark.parametrize("op", ["als_normal_equations", "als_solve"])

@@ -223,7 +223,7 @@ struct Checked {
   int64_t R, d;
 };
 
-// The shared data-free checks (../als_checks.h), then the index values.
+// The shared data-free checks (../als_checks.h), then the index and reg_diag values.
 Checked check_als_inputs(const char* op,
                          const at::Tensor& indptr,                     // (R + 1,) int64
                          const at::Tensor& indices,                    // (nnz,)
@@ -256,6 +256,7 @@ Checked check_als_inputs(const char* op,
                       bad >= 0 ? int64_t(idx[lo + bad]) : 0, " is out of range for F with ", n,
                       " rows");
   });
+  check_reg_diag_values(op, c.reg);  // after the indices, in the order CUDA reports them
   return c;
 }
 

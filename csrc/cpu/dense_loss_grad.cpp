@@ -1,7 +1,7 @@
 // Fused dense loss and gradients on the CPU.
 //
 // A is cut into tiles of (tile_rows x tile_cols). The row blocks are split into
-// one chunk per thread; for each tile of its row block a chunk computes
+// chunks; for each tile of its row block a chunk computes
 //   R      = W_blk @ H[:, cols] - A_tile     (BLAS; A read once, into a tile buffer)
 //   loss  += sum(weight * R^2)                (hand loop, float64 accumulation)
 //   R      = 2 * weight * R                   (d loss / d (W H), in place)
@@ -9,8 +9,13 @@
 //   grad_H_chunk[:, cols] += W_blk^T @ R      (BLAS, per-chunk partial)
 // Every product has an inner dimension of at least min(k, tile) so BLAS runs
 // near its peak, and the tile stays in cache between the three products.
-// Partials are summed in chunk order, so the result depends only on the thread
-// count. Extra memory: chunks * (tile_rows * tile_cols + k * n) elements, never m * n.
+// The number of chunks depends on the shapes only (dense_chunks), never on the
+// thread count; partials and losses are summed in chunk order, and every BLAS call
+// runs single-threaded (SequentialBlas: MKL's own threading changes the order of
+// its sums with the thread count). So the results are bitwise the same for
+// every thread count; the threads only decide which chunks they compute.
+// Extra memory: (chunks - 1) * k * n elements of partials (at most an eighth of A,
+// or 2^20 elements) and one tile_rows * tile_cols tile per thread, never m * n.
 // The loss comes from the residual itself: the expansion
 // |A|^2 - 2<W, A H^T> + <W^T W, H H^T> would cancel catastrophically near a fit.
 #include <ATen/ATen.h>
@@ -35,6 +40,68 @@ int64_t choose_tile_rows(int64_t n, int64_t elem_size) {
   const int64_t cols = std::min(n, kTileCols);
   const int64_t rows = (256 * 1024) / std::max<int64_t>(1, cols * elem_size);
   return std::clamp<int64_t>(rows, 16, 512);
+}
+
+// MKL's thread count for the calling thread only: the C entry point behind mkl.h's
+// mkl_set_num_threads_local (the lowercase symbol is the Fortran one, which takes a
+// pointer). torch's x86 builds link MKL and export it; a weak reference is null
+// where they do not. torch turns MKL's dynamic threading off, so MKL may run (or
+// plan its sums for) threads of its own even inside a parallel region, and its
+// results then depend on the thread count.
+extern "C" int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
+
+// MKL sets up its per-thread state when a thread first makes a BLAS call large
+// enough to be worth threads, and that resets the thread's local thread count: a
+// local setting made before it is lost for the rest of the parallel region, and
+// the calls then run (or split their sums) as if on torch's thread count.
+// So, once per thread, such a call comes first (float32 256^3: 34 MFLOP, well over
+// the threshold, which lies between 128^3 and 256^3 in MKL 2024).
+void init_blas_thread() {
+  thread_local bool ready = false;
+  if (ready || MKL_Set_Num_Threads_Local == nullptr) return;
+  ready = true;
+  const at::Tensor x = at::ones({256, 256}, at::kFloat);
+  at::mm(x, x);
+}
+
+// While alive, BLAS calls of this thread run on this thread alone.
+class SequentialBlas {
+ public:
+  SequentialBlas()
+      : previous_((init_blas_thread(), MKL_Set_Num_Threads_Local)
+                      ? MKL_Set_Num_Threads_Local(1)
+                      : -1) {}
+  ~SequentialBlas() {
+    if (previous_ >= 0) MKL_Set_Num_Threads_Local(previous_);  // 0: MKL's global setting again
+  }
+  SequentialBlas(const SequentialBlas&) = delete;
+  SequentialBlas& operator=(const SequentialBlas&) = delete;
+
+ private:
+  int previous_;
+};
+
+// At most this many chunks: each costs a k x n partial and its share of the final sum.
+constexpr int64_t kMaxChunks = 8;
+
+// The number of chunks of n_row_blocks row blocks: a function of the shapes only.
+// Their partials ((chunks - 1) k n elements) stay within max(m n / 8, 2^20) elements.
+// A power of two, so that 2 or 4 threads get equal shares.
+int64_t dense_chunks(int64_t m, int64_t n, int64_t k, int64_t n_row_blocks) {
+  const int64_t cap = std::max<int64_t>(m * n / 8, int64_t(1) << 20);
+  const int64_t fit = 1 + cap / std::max<int64_t>(1, k * n);
+  const int64_t most = std::min({kMaxChunks, n_row_blocks, fit});
+  int64_t chunks = 1;
+  while (2 * chunks <= most) chunks *= 2;
+  return chunks;
+}
+
+// Tile buffers start on 64-byte boundaries, as the outputs and partials do: MKL may
+// pick its code path (and with it the order of its sums) by the alignment of its
+// operands, which must not depend on which thread's buffer a chunk uses.
+int64_t aligned_elems(int64_t elems, int64_t elem_size) {
+  const int64_t per_line = std::max<int64_t>(1, 64 / elem_size);
+  return (elems + per_line - 1) / per_line * per_line;
 }
 
 // Turns the residual tile R (rows, n), contiguous, into 2 * weight * R in place
@@ -91,14 +158,16 @@ void dense_loss_grad_kernel(const at::Tensor& A,                      // (m, n)
   const int64_t tile_rows = choose_tile_rows(n, sizeof(scalar_t));
   const int64_t tile_cols = std::min(n, kTileCols);
   const int64_t n_row_blocks = (m + tile_rows - 1) / tile_rows;
-  const int64_t n_chunks =
-      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_row_blocks));
+  const int64_t n_chunks = dense_chunks(m, n, k, n_row_blocks);
   const auto opts = A.options().memory_format(at::MemoryFormat::Contiguous);
 
   // Chunk 0 accumulates straight into grad_H; the others into partials.
-  at::Tensor partials = n_chunks > 1 ? at::zeros({n_chunks - 1, k, n}, opts) : at::Tensor();
-  grad_H.zero_();
-  at::Tensor tiles = at::empty({n_chunks, tile_rows * tile_cols}, opts);
+  at::Tensor partials = n_chunks > 1 ? at::empty({n_chunks - 1, k, n}, opts) : at::Tensor();
+  // One residual tile per thread that can run a chunk (scratch only: which buffer a
+  // chunk uses cannot change its results, see aligned_elems).
+  const int64_t n_tiles = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_chunks));
+  const int64_t tile_stride = aligned_elems(tile_rows * tile_cols, sizeof(scalar_t));
+  at::Tensor tiles = at::empty({n_tiles * tile_stride}, opts);
   std::vector<double> chunk_loss(n_chunks, 0.0);
   std::vector<char> chunk_bad_weight(n_chunks, 0);
 
@@ -107,10 +176,14 @@ void dense_loss_grad_kernel(const at::Tensor& A,                      // (m, n)
   const int64_t ws1 = weight ? weight->stride(1) : 0;
 
   at::parallel_for(0, n_chunks, 1, [&](int64_t c_begin, int64_t c_end) {
+    const SequentialBlas sequential_blas;
+    const int64_t tid = at::get_thread_num();
+    TORCH_INTERNAL_ASSERT(tid >= 0 && tid < n_tiles, kOp, ": thread ", tid, " has no tile buffer");
+    at::Tensor tile = tiles.narrow(0, tid * tile_stride, tile_stride);
     for (int64_t c = c_begin; c < c_end; ++c) {
       // Row blocks [b0, b1) belong to chunk c.
       const int64_t b0 = n_row_blocks * c / n_chunks, b1 = n_row_blocks * (c + 1) / n_chunks;
-      at::Tensor gH = c == 0 ? grad_H : partials[c - 1];
+      at::Tensor gH = c == 0 ? grad_H : partials[c - 1];  // written by the chunk's first row block
       bool bad = false;
       double loss = 0.0;
       for (int64_t b = b0; b < b1; ++b) {
@@ -119,7 +192,7 @@ void dense_loss_grad_kernel(const at::Tensor& A,                      // (m, n)
         at::Tensor gW_blk = grad_W.narrow(0, r0, rows);
         for (int64_t c0 = 0; c0 < n; c0 += tile_cols) {
           const int64_t cols = std::min(tile_cols, n - c0);
-          at::Tensor R = tiles[c].narrow(0, 0, rows * cols).view({rows, cols});
+          at::Tensor R = tile.narrow(0, 0, rows * cols).view({rows, cols});
           const at::Tensor H_cols = H.narrow(1, c0, cols);
           at::addmm_out(R, A.narrow(0, r0, rows).narrow(1, c0, cols), W_blk, H_cols,
                         /*beta=*/-1, /*alpha=*/1);
@@ -132,7 +205,11 @@ void dense_loss_grad_kernel(const at::Tensor& A,                      // (m, n)
             gW_blk.addmm_(R, H_cols.t());
           }
           at::Tensor gH_cols = gH.narrow(1, c0, cols);
-          gH_cols.addmm_(W_blk.t(), R);
+          if (b == b0) {
+            at::mm_out(gH_cols, W_blk.t(), R);
+          } else {
+            gH_cols.addmm_(W_blk.t(), R);
+          }
         }
       }
       chunk_loss[c] = loss;
@@ -145,11 +222,23 @@ void dense_loss_grad_kernel(const at::Tensor& A,                      // (m, n)
                       ": argument 'weight' must be finite and non-negative (0 marks a missing "
                       "entry); found a negative, NaN or Inf weight");
   }
-  // Fixed-order reductions: identical results for the same thread count.
+  // Fixed-order reductions over a thread-independent chunking.
   double loss = 0.0;
   for (double l : chunk_loss) loss += l;
   *loss_out = loss;
-  for (int64_t c = 1; c < n_chunks; ++c) grad_H.add_(partials[c - 1]);
+  // grad_H += partials in chunk order, one pass (each element's sum in the same order
+  // whichever thread adds it).
+  if (n_chunks > 1) {
+    scalar_t* out = grad_H.data_ptr<scalar_t>();
+    const scalar_t* parts = partials.const_data_ptr<scalar_t>();
+    at::parallel_for(0, k * n, 4096, [&](int64_t p0, int64_t p1) {
+      for (int64_t c = 0; c < n_chunks - 1; ++c) {
+        const scalar_t* part = parts + c * k * n;
+#pragma omp simd
+        for (int64_t p = p0; p < p1; ++p) out[p] += part[p];
+      }
+    });
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_loss_grad_cpu(

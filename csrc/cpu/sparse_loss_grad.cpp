@@ -2,20 +2,26 @@
 //
 // Per entry e = (i, c, v):  r = w_i . h_c - v,  loss += weight r^2,  g = 2 weight r,
 //   grad_W[i] += g h_c,  grad_H^T[c] += g w_i.
-// No update may be lost and results must repeat exactly, so every output row has
-// one writer per chunk of work (one chunk per thread), and chunk partials are
-// summed in chunk order:
+// No update may be lost and results must repeat exactly, for every thread count.
+// So the work is cut into chunks whose number and bounds depend on the data only
+// (nnz, m, n, k, whether the rows are sorted), never on at::get_num_threads():
+// every output row has one writer per chunk, chunk partials (loss included) are
+// summed in chunk order, and the threads only decide which chunks they compute.
 //   - rows sorted (CSR order, as MovieLens files are): chunks own whole rows, so
 //     grad_W[i] is summed in registers and written once; grad_H^T goes to a
 //     per-chunk partial;
 //   - rows unsorted, partials affordable: chunks own ranges of entries and keep
 //     partials of both gradients (no sort at all);
 //   - otherwise: a stable counting sort by row, then the row-owned pass, and
-//     grad_H from a second, column-ordered pass over the kept g_e.
-// The results depend only on the inputs and the thread count. Scratch memory
-// comes from the torch allocator. H is read as H^T, an (n, k) row-major array:
-// when H is the .t() view of a contiguous (n, k) tensor (the fast layout) no copy
-// is made, and grad_H is written in that layout too.
+//     grad_H from a second, column-ordered pass over the kept g_e (each output
+//     row summed by one thread in entry order; no partials).
+// Scratch memory comes from the torch allocator and is bounded: at most
+// kMaxPartialChunks - 1 partials, and those only within partial_budget (never
+// more elements than 4 per entry). The counting sorts' own chunking may follow
+// the thread count: a stable sort has one result whatever its chunks.
+// H is read as H^T, an (n, k) row-major array: when H is the .t() view of a
+// contiguous (n, k) tensor (the fast layout) no copy is made, and grad_H is
+// written in that layout too.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -81,8 +87,44 @@ inline scalar_t entry_loss_grad(const SparseArgs<scalar_t>& a, int64_t e, scalar
   return math::residual_grad(r, a.weight[e]);
 }
 
+// ---- Chunking: a function of the data only -------------------------------------------
+// A chunk holds at least kGrain entries. Chunks that keep gradient partials are at
+// most kMaxPartialChunks, and a power of two (so that 2 or 4 threads share them out
+// evenly); chunks that own whole rows and keep only a loss partial are at most
+// kMaxRowChunks (they balance the load of the sorted path).
+constexpr int64_t kGrain = 4096;
+constexpr int64_t kMaxPartialChunks = 8;
+constexpr int64_t kMaxRowChunks = 256;
+
+// ceil(nnz / kGrain), within [1, most].
+int64_t chunks_for(int64_t nnz, int64_t most) {
+  return std::clamp<int64_t>((nnz + kGrain - 1) / kGrain, 1, std::max<int64_t>(1, most));
+}
+
+// Elements of gradient partials that nnz entries of rank k pay for. A partial costs
+// a zeroing pass and a pass of the final sum; an entry about 3k random-access
+// multiply-adds. At nnz k / 32 the partials cost a few percent of the pass (measured
+// on ML-1M shapes), and never more memory than the entries themselves (4 nnz).
+int64_t partial_budget(int64_t nnz, int64_t k) {
+  const int64_t affordable = std::min(nnz * std::max<int64_t>(k, 1) / 32, nnz * 4);
+  return std::max<int64_t>(int64_t(1) << 16, affordable);
+}
+
+// How many partial-keeping chunks to use: as many as the entries merit (up to
+// kMaxPartialChunks and `most`) while the partials (chunk 0 writes the outputs,
+// chunk c > 0 one partial of partial_elems elements) fit the budget, rounded down to
+// a power of two; 0 when the entries merit several chunks but not even one partial
+// fits (a row-owned path without partials then does better).
+int64_t partial_chunks(int64_t nnz, int64_t most, int64_t partial_elems, int64_t k) {
+  const int64_t want = chunks_for(nnz, std::min(kMaxPartialChunks, most));
+  const int64_t fit = 1 + partial_budget(nnz, k) / std::max<int64_t>(1, partial_elems);
+  int64_t c = 1;
+  while (2 * c <= std::min(want, fit)) c *= 2;
+  return c >= 2 || want == 1 ? c : 0;
+}
+
 // Entries of row i are order[offsets[i] : offsets[i + 1]] (identity order when
-// the rows are sorted). Splits rows into chunks of about equal entry counts.
+// the rows are sorted). Splits rows into n_chunks chunks of about equal entry counts.
 std::vector<int64_t> balanced_row_chunks(const std::vector<int64_t>& offsets, int64_t m,
                                          int64_t n_chunks) {
   std::vector<int64_t> bounds(n_chunks + 1, m);
@@ -97,6 +139,21 @@ std::vector<int64_t> balanced_row_chunks(const std::vector<int64_t>& offsets, in
   return bounds;
 }
 
+// Sum of the chunk losses in chunk order; ORs the chunks' bad-weight flags into *bad.
+double sum_chunk_losses(const std::vector<double>& chunk_loss, const std::vector<char>& chunk_bad,
+                        bool* bad) {
+  double loss = 0.0;
+  for (size_t c = 0; c < chunk_loss.size(); ++c) {
+    loss += chunk_loss[c];
+    *bad |= chunk_bad[c] != 0;
+  }
+  return loss;
+}
+
+// Rows split into n_chunks chunks; grad_W rows are written once, from registers.
+// grad_H^T: chunk 0 into a.grad_Ht, chunk c > 0 into partials + (c - 1) n k, each
+// zeroed by its chunk (partials: (n_chunks - 1, n, k)); or, with entry_grad, not at
+// all: g_e is kept for a column pass.
 template <typename scalar_t, typename index_t, int K>
 double row_pass(const SparseArgs<scalar_t>& a, const index_t* cols,
                 const cpu::BucketOrder& by_row, bool identity_order,
@@ -112,7 +169,10 @@ double row_pass(const SparseArgs<scalar_t>& a, const index_t* cols,
     std::vector<scalar_t> acc(k);
     for (int64_t c = c0; c < c1; ++c) {
       scalar_t* gHt = nullptr;  // this chunk's grad_H^T accumulator, or null for a column pass
-      if (entry_grad == nullptr) gHt = c == 0 ? a.grad_Ht : partials + (c - 1) * a.n * k;
+      if (entry_grad == nullptr) {
+        gHt = c == 0 ? a.grad_Ht : partials + (c - 1) * a.n * k;
+        std::fill(gHt, gHt + a.n * k, scalar_t(0));
+      }
       double loss = 0.0;
       bool bad = false;
       for (int64_t i = bounds[c]; i < bounds[c + 1]; ++i) {
@@ -136,16 +196,12 @@ double row_pass(const SparseArgs<scalar_t>& a, const index_t* cols,
       chunk_bad[c] = bad;
     }
   });
-  double loss = 0.0;
-  for (int64_t c = 0; c < n_chunks; ++c) {
-    loss += chunk_loss[c];
-    *bad_weight |= chunk_bad[c] != 0;
-  }
-  return loss;
+  return sum_chunk_losses(chunk_loss, chunk_bad, bad_weight);
 }
 
-// Entries in their given order, split into equal ranges, one per chunk. Chunk c
-// accumulates into grad_W/grad_H^T (c == 0) or into its own partials.
+// Entries in their given order, split into n_chunks equal ranges. Chunk 0
+// accumulates into grad_W/grad_H^T, chunk c > 0 into its own partials; each
+// chunk zeroes its accumulators first.
 template <typename scalar_t, typename index_t, int K>
 double entry_pass(const SparseArgs<scalar_t>& a, const index_t* rows, const index_t* cols,
                   scalar_t* partials,  // (n_chunks - 1, m + n, k): grad_W rows, then grad_H^T rows
@@ -158,6 +214,8 @@ double entry_pass(const SparseArgs<scalar_t>& a, const index_t* rows, const inde
     for (int64_t c = c0; c < c1; ++c) {
       scalar_t* gW = c == 0 ? a.grad_W : partials + (c - 1) * (a.m + a.n) * k;
       scalar_t* gHt = c == 0 ? a.grad_Ht : gW + a.m * k;
+      std::fill(gW, gW + a.m * k, scalar_t(0));
+      std::fill(gHt, gHt + a.n * k, scalar_t(0));
       double loss = 0.0;
       bool bad = false;
       for (int64_t e = a.nnz * c / n_chunks, end = a.nnz * (c + 1) / n_chunks; e < end; ++e) {
@@ -172,18 +230,15 @@ double entry_pass(const SparseArgs<scalar_t>& a, const index_t* rows, const inde
       chunk_bad[c] = bad;
     }
   });
-  double loss = 0.0;
-  for (int64_t c = 0; c < n_chunks; ++c) {
-    loss += chunk_loss[c];
-    *bad_weight |= chunk_bad[c] != 0;
-  }
-  return loss;
+  return sum_chunk_losses(chunk_loss, chunk_bad, bad_weight);
 }
 
-// out[p] += sum over chunks of parts[c][p], chunks in order; parallel over p.
+// out[p] += sum over chunks of parts[c][p], chunks in order; parallel over p (each
+// element's sum has the same order whichever thread computes it).
 template <typename scalar_t>
 void add_partials(scalar_t* out, const scalar_t* parts, int64_t n_parts, int64_t part_stride,
                   int64_t len) {
+  if (n_parts == 0) return;
   at::parallel_for(0, len, 4096, [&](int64_t p0, int64_t p1) {
     for (int64_t c = 0; c < n_parts; ++c) {
       const scalar_t* part = parts + c * part_stride;
@@ -221,33 +276,31 @@ double sparse_loss_grad_kernel(const index_t* rows, const index_t* cols,  // (nn
   bool rows_sorted = true;
   cpu::BucketOrder by_row = cpu::bucket_offsets_if_sorted(rows, a.nnz, a.m, &rows_sorted);
 
-  const int64_t n_chunks =
-      std::max<int64_t>(1, std::min<int64_t>({at::get_num_threads(), a.m, a.nnz / 4096 + 1}));
-  // Partials are affordable while they cost no more than the entries themselves.
-  const int64_t budget = std::max<int64_t>(a.nnz * 4, 1 << 22);
   const int64_t k = a.k;
   bool bad_weight = false;
   double loss;
-  std::fill(a.grad_Ht, a.grad_Ht + a.n * k, scalar_t(0));
-  if (rows_sorted && (n_chunks - 1) * a.n * k <= budget) {
-    at::Tensor partials = at::zeros({std::max<int64_t>(0, (n_chunks - 1) * a.n * k)}, opts);
+  const int64_t row_chunks = rows_sorted ? partial_chunks(a.nnz, a.m, a.n * k, k) : 0;
+  const int64_t entry_chunks =
+      rows_sorted ? 0 : partial_chunks(a.nnz, a.nnz, (a.m + a.n) * k, k);
+  if (row_chunks > 0) {
+    at::Tensor partials = at::empty({(row_chunks - 1) * a.n * k}, opts);
     loss = row_pass<scalar_t, index_t, K>(a, cols, by_row, true, nullptr,
-                                          partials.data_ptr<scalar_t>(), n_chunks, &bad_weight);
-    add_partials(a.grad_Ht, partials.data_ptr<scalar_t>(), n_chunks - 1, a.n * k, a.n * k);
-  } else if (!rows_sorted && (n_chunks - 1) * (a.m + a.n) * k <= budget) {
+                                          partials.data_ptr<scalar_t>(), row_chunks, &bad_weight);
+    add_partials(a.grad_Ht, partials.data_ptr<scalar_t>(), row_chunks - 1, a.n * k, a.n * k);
+  } else if (entry_chunks > 0) {
     const int64_t stride = (a.m + a.n) * k;
-    at::Tensor partials = at::zeros({std::max<int64_t>(0, (n_chunks - 1) * stride)}, opts);
-    std::fill(a.grad_W, a.grad_W + a.m * k, scalar_t(0));
+    at::Tensor partials = at::empty({(entry_chunks - 1) * stride}, opts);
     loss = entry_pass<scalar_t, index_t, K>(a, rows, cols, partials.data_ptr<scalar_t>(),
-                                            n_chunks, &bad_weight);
+                                            entry_chunks, &bad_weight);
     scalar_t* parts = partials.data_ptr<scalar_t>();
-    add_partials(a.grad_W, parts, n_chunks - 1, stride, a.m * k);
-    add_partials(a.grad_Ht, parts + a.m * k, n_chunks - 1, stride, a.n * k);
+    add_partials(a.grad_W, parts, entry_chunks - 1, stride, a.m * k);
+    add_partials(a.grad_Ht, parts + a.m * k, entry_chunks - 1, stride, a.n * k);
   } else {
     if (!rows_sorted) by_row = cpu::stable_bucket_order(rows, a.nnz, a.m, &bad);
     at::Tensor entry_grad = at::empty({a.nnz}, opts);  // g_e, for the column pass
     loss = row_pass<scalar_t, index_t, K>(a, cols, by_row, rows_sorted,
-                                          entry_grad.data_ptr<scalar_t>(), nullptr, n_chunks,
+                                          entry_grad.data_ptr<scalar_t>(), nullptr,
+                                          chunks_for(a.nnz, std::min(kMaxRowChunks, a.m)),
                                           &bad_weight);
     const cpu::BucketOrder by_col = cpu::stable_bucket_order(cols, a.nnz, a.n, &bad);
     column_pass<scalar_t, index_t, K>(a, rows, entry_grad.data_ptr<scalar_t>(), by_col);

@@ -6,7 +6,8 @@
 //
 // Kernels (each call: validate, build or solve, then poison + report on error):
 //   als_validate_kernel          indptr non-decreasing within [0, nnz], indices in [0, n)
-//                                over indptr[0]..indptr[R]; first bad positions -> Status.
+//                                over indptr[0]..indptr[R], reg_diag finite and >= 0;
+//                                first bad positions -> Status (reg_diag: bad_weight).
 //   als_normal_equations_kernel  one block per (row, tile pass): the full symmetric
 //                                gram (R, d, d) and rhs (R, d).
 //   als_solve_kernel             one block per row: builds the lower triangle as 8x8
@@ -297,14 +298,22 @@ __device__ __forceinline__ int64_t row_at(const Params<T, Idx>& p, int64_t pos) 
 
 // ------------------------------------------------------------------ validation
 
-template <typename Idx>
+template <typename T, typename Idx>
 __global__ void __launch_bounds__(kValidateThreads)
     als_validate_kernel(const int64_t* __restrict__ indptr,  // (R + 1,)
                         const Idx* __restrict__ indices,     // (nnz,)
-                        int64_t R, int64_t n, int64_t nnz, Status* __restrict__ status) {
-  unsigned long long bad_ptr = kNoError, bad_idx = kNoError;
+                        const T* __restrict__ reg,           // (d,)
+                        int64_t R, int64_t n, int64_t nnz, int64_t d,
+                        Status* __restrict__ status) {
+  unsigned long long bad_ptr = kNoError, bad_idx = kNoError, bad_reg = kNoError;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t start = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  // A NaN or negative ridge makes the systems indefinite, an infinite one their
+  // solutions NaN: refused, as on the CPU (NaN fails both comparisons).
+  for (int64_t q = start; q < d; q += stride) {
+    const T v = reg[q];
+    if (!(v >= T(0) && v <= Limits<T>::max)) note_bad(bad_reg, q);
+  }
   for (int64_t r = start; r <= R; r += stride) {
     const int64_t v = indptr[r];
     if (v < 0 || v > nnz || (r > 0 && v < indptr[r - 1])) note_bad(bad_ptr, r);
@@ -319,6 +328,7 @@ __global__ void __launch_bounds__(kValidateThreads)
   }
   flush_bad(&status->bad_aux[0], bad_ptr);
   flush_bad(&status->bad_col, bad_idx);
+  flush_bad(&status->bad_weight, bad_reg);
 }
 
 // ------------------------------------------------------------ normal equations
@@ -757,16 +767,17 @@ cudaError_t allow_smem(Kernel kernel, size_t smem) {
 }
 
 // What every call does first: the status, then the validation.
-template <typename Idx>
+template <typename T, typename Idx>
 cudaError_t validate(const AlsArgs& a, char* ws, const DeviceInfo& dev, cudaStream_t stream) {
   Status* status = reinterpret_cast<Status*>(ws + kStatusOffset);
   MFEXT_RETURN_IF_ERROR(status_init(status, stream));
-  const int64_t work = std::max<int64_t>(a.R + 1, a.nnz);
+  const int64_t work = std::max<int64_t>({a.R + 1, a.nnz, a.d});
   const unsigned grid = unsigned(std::max<int64_t>(
       1, std::min<int64_t>(ceil_div(work, kValidateThreads), int64_t(dev.sm_count) * 8)));
-  auto kernel = als_validate_kernel<Idx>;
+  auto kernel = als_validate_kernel<T, Idx>;
   MFEXT_LAUNCH(kernel, grid, kValidateThreads, 0, stream, a.indptr,
-               static_cast<const Idx*>(a.indices), a.R, a.n, a.nnz, status);
+               static_cast<const Idx*>(a.indices), static_cast<const T*>(a.reg_diag), a.R, a.n,
+               a.nnz, a.d, status);
   MFEXT_LAUNCH_CHECK();
   return cudaSuccess;
 }
@@ -787,15 +798,19 @@ cudaError_t finish(const AlsArgs& a, bool solve, void* out0, int64_t count0, voi
   ctx.n = a.n;
   ctx.aux[0] = reinterpret_cast<const long long*>(a.indptr);
   ctx.aux_bound[0] = a.nnz;
-  // The reduction of zero partial losses only carries the report.
-  return finalize_loss_launch(nullptr, 0, status, ws + kLossOffset, DType::f64, ctx, a.mailbox,
+  ctx.weight = a.reg_diag;  // a bad reg_diag entry is reported as a weight error
+  ctx.ws0 = 1;
+  ctx.ws1 = 0;
+  // The reduction of zero partial losses only carries the report. Its scratch
+  // "loss" takes F's dtype, the dtype in which the report reads reg_diag.
+  return finalize_loss_launch(nullptr, 0, status, ws + kLossOffset, a.dtype, ctx, a.mailbox,
                               stream);
 }
 
 template <typename T, typename Idx>
 cudaError_t normal_typed(const AlsArgs& a, T* gram, T* rhs, char* ws, const Plan& pl,
                          const DeviceInfo& dev, cudaStream_t stream) {
-  MFEXT_RETURN_IF_ERROR(validate<Idx>(a, ws, dev, stream));
+  MFEXT_RETURN_IF_ERROR(validate<T, Idx>(a, ws, dev, stream));
   if (a.R > 0) {
     Params<T, Idx> p = params_for<T, Idx>(a, pl, ws);
     p.gram = gram;
@@ -811,7 +826,7 @@ cudaError_t normal_typed(const AlsArgs& a, T* gram, T* rhs, char* ws, const Plan
 template <typename T, typename Idx>
 cudaError_t solve_typed(const AlsArgs& a, T* x, char* ws, const Plan& pl, const DeviceInfo& dev,
                         cudaStream_t stream) {
-  MFEXT_RETURN_IF_ERROR(validate<Idx>(a, ws, dev, stream));
+  MFEXT_RETURN_IF_ERROR(validate<T, Idx>(a, ws, dev, stream));
   if (a.R > 0) {
     Params<T, Idx> p = params_for<T, Idx>(a, pl, ws);
     p.x = x;

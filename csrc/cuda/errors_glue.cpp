@@ -153,6 +153,13 @@ void raise_pending_errors() {
       msg << deferred_note(e.op);
       TORCH_CHECK_INDEX(false, msg.str());
     }
+    if (e.op == kOpAlsNormal || e.op == kOpAlsSolve) {  // the ALS ops' "weight" is reg_diag
+      msg << "argument 'reg_diag' must be finite and non-negative; found reg_diag[" << e.position
+          << "]";
+      if (e.has_weight) msg << " = " << e.weight;
+      msg << deferred_note(e.op);
+      TORCH_CHECK_VALUE(false, msg.str());
+    }
     msg << "argument 'weight' must be finite and non-negative";
     if (e.op == kOpDense) {
       msg << " (0 marks a missing entry); found weight[" << e.position / e.bound << ", "

@@ -46,7 +46,7 @@ constexpr unsigned long long kNoError = 0x7F7F7F7F7F7F7F7FULL;
 struct Status {
   unsigned long long bad_row;     // first entry whose row is out of range
   unsigned long long bad_col;     // first entry whose column is out of range
-  unsigned long long bad_weight;  // first negative/NaN/Inf weight (linear index)
+  unsigned long long bad_weight;  // first negative/NaN/Inf weight (linear index); als_*: reg_diag
   // First bad position in each of the op's int64 auxiliary arrays
   // (ErrorContext::aux): sgd_epoch_ 0 = block_ptr, 1 = schedule, 2 = order;
   // als_* 0 = indptr. Reported before rows and columns, as on the CPU.
@@ -90,8 +90,8 @@ struct ErrorContext {
   const void* rows = nullptr;  // (nnz,) sparse only
   const void* cols = nullptr;  // (nnz,) sparse only
   bool idx64 = false;          // rows/cols are int64 (else int32)
-  const void* weight = nullptr;
-  int64_t ws0 = 0, ws1 = 1;    // weight strides (dense: (m, n); sparse: ws0 = 1)
+  const void* weight = nullptr;  // als_*: reg_diag (d,)
+  int64_t ws0 = 0, ws1 = 1;    // weight strides (dense: (m, n); sparse and als_*: ws0 = 1)
   int64_t m = 0, n = 0;
   const long long* aux[3] = {nullptr, nullptr, nullptr};  // int64 auxiliary arrays (see Status)
   int64_t aux_bound[3] = {0, 0, 0};  // the bound each one's message names

@@ -5,8 +5,8 @@
 // d = 1 .. 65 (40: vector gathers; 200 and 300 without --quick), float32/float64,
 // int32/int64 indices, empty and long rows, count_exponent 0 / 1 / 0.75,
 // col_offset, indptr slices, a processing order, the large-d (global workspace)
-// path, a non-positive-definite row, large entries, NaN factors, and bad offsets
-// and indices (NaN outputs, the mailbox). Built and run by .ci/cuda_emu_check.sh.
+// path, a non-positive-definite row, large entries, NaN factors, and bad offsets,
+// indices and reg_diag entries (NaN outputs, the mailbox). Built and run by .ci/cuda_emu_check.sh.
 #include "../../element_math.h"
 #include "../als.h"
 #include "test_util.h"
@@ -32,6 +32,8 @@ struct AlsCase {
   int64_t bad_idx = -1;       // entry to make out of range (-2: one outside the span)
   bool decreasing = false;    // bad_ptr: one less than its predecessor instead
   double magnitude = 1.0;     // factor entries in [-magnitude, magnitude]
+  int64_t bad_reg = -1;       // reg_diag entry to make bad (its value: reg_value)
+  double reg_value = 0.0;
 };
 
 // Normal equations and the solve in float64, as the CPU op computes them.
@@ -165,10 +167,11 @@ void als_case(const AlsCase& c, bool quick) {
   int64_t* ip = indptr.data() + c.slice;
   const int64_t bad_value = c.decreasing ? ip[c.bad_ptr - 1] - 1 : nnz + 5;
   if (c.bad_ptr >= 0) ip[c.bad_ptr] = bad_value;
+  if (c.bad_reg >= 0) reg[c.bad_reg] = T(c.reg_value);
   std::vector<int64_t> order(c.R);
   for (int64_t i = 0; i < c.R; ++i) order[i] = c.R - 1 - i;
 
-  const bool bad = c.bad_ptr >= 0 || c.bad_idx >= 0;
+  const bool bad = c.bad_ptr >= 0 || c.bad_idx >= 0 || c.bad_reg >= 0;
   Reference ref;
   if (!bad) ref = reference<T, I>(ip, idx, vals, F, off, c.offset, reg, c.exponent, c.R, d);
 
@@ -200,11 +203,19 @@ void als_case(const AlsCase& c, bool quick) {
   auto expect_error = [&](const char* op_name, int op) {
     const int64_t first_bad_ptr = c.bad_ptr;
     const bool ptr_err = c.bad_ptr >= 0;
-    const bool ok = mailbox.ready == 1 && mailbox.op == op &&
-                    mailbox.kind == (ptr_err ? kErrAux0 : kErrCol) &&
-                    mailbox.position == (ptr_err ? first_bad_ptr : ip[0] + c.bad_idx) &&
-                    mailbox.value == (ptr_err ? bad_value : n + 2) &&
-                    mailbox.bound == (ptr_err ? nnz : n);
+    // indptr, then indices, then reg_diag: the CPU's order of checks.
+    const bool reg_err = !ptr_err && c.bad_idx < 0;
+    const double reported = double(T(c.reg_value));
+    const bool ok =
+        mailbox.ready == 1 && mailbox.op == op &&
+        (reg_err ? mailbox.kind == kErrWeight && mailbox.position == c.bad_reg &&
+                       mailbox.has_weight == 1 &&
+                       (std::isnan(reported) ? std::isnan(mailbox.weight)
+                                             : mailbox.weight == reported)
+                 : mailbox.kind == (ptr_err ? kErrAux0 : kErrCol) &&
+                       mailbox.position == (ptr_err ? first_bad_ptr : ip[0] + c.bad_idx) &&
+                       mailbox.value == (ptr_err ? bad_value : n + 2) &&
+                       mailbox.bound == (ptr_err ? nnz : n));
     if (!ok)
       std::printf("  mailbox: ready=%d op=%d kind=%d position=%lld value=%lld bound=%lld\n",
                   mailbox.ready, mailbox.op, mailbox.kind, (long long)mailbox.position,
@@ -290,6 +301,15 @@ int main(int argc, char** argv) {
       // Diagonal ~1e7 (ridge ~1e6): the floor is far above the padding's pivots of 1.
       {"large entries", 4, 12, 5, 8, 0, 1.0, true, 0, false, 232448, false, false, -1, -1, false,
        3000.0},
+      {"negative reg_diag", 4, 10, 6, 3, 0, 1.0, true, 0, false, 232448, false, false, -1, -1,
+       false, 1.0, 4, -0.5},
+      {"NaN reg_diag", 4, 10, 6, 3, 0, 0.75, true, 0, false, 232448, false, false, -1, -1, false,
+       1.0, 0, NAN},
+      {"Inf reg_diag", 4, 10, 70, 3, 0, 0.0, true, 0, false, 232448, false, false, -1, -1, false,
+       1.0, 69, INFINITY},
+      // A bad index is reported before a bad reg_diag, as on the CPU.
+      {"bad index and reg_diag", 5, 10, 4, 3, 0, 1.0, true, 0, false, 232448, false, false, -1, 2,
+       false, 1.0, 1, -1.0},
   };
   if (!quick) {
     cases.push_back({"multi-pass smem", 2, 30, 200, 10, 0, 1.0, true});
