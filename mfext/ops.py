@@ -19,7 +19,7 @@ not torch.func.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -249,6 +249,16 @@ def _batched(x: Optional[Tensor], dim: Optional[int], i: int) -> Optional[Tensor
     return x if x is None or dim is None else x.select(dim, i)
 
 
+def _vmap_per_element(fn: Callable, info: Any, in_dims: tuple, inputs: tuple) -> tuple:
+    """vmap rule: one op call per batch element (the kernels take single matrices).
+
+    Returns ((loss, grad_W, grad_H) each stacked on a new dim 0, their out_dims).
+    """
+    outs = [fn(*(_batched(x, d, i) for x, d in zip(inputs, in_dims)))
+            for i in range(info.batch_size)]
+    return tuple(torch.stack(o) for o in zip(*outs)), (0, 0, 0)
+
+
 class _DenseLoss(torch.autograd.Function):
     """:func:`dense_loss` as an autograd.Function, so that torch.func can transform it."""
 
@@ -266,12 +276,7 @@ class _DenseLoss(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, A, W, H, weight):
-        # One op call per batch element: the kernels take single matrices.
-        outs = [
-            _DenseLoss.apply(*(_batched(x, d, i) for x, d in zip((A, W, H, weight), in_dims)))
-            for i in range(info.batch_size)
-        ]
-        return tuple(torch.stack(o) for o in zip(*outs)), (0, 0, 0)
+        return _vmap_per_element(_DenseLoss.apply, info, in_dims, (A, W, H, weight))
 
 
 class _SparseLoss(torch.autograd.Function):
@@ -291,12 +296,8 @@ class _SparseLoss(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, rows, cols, vals, W, H, weight):
-        inputs = (rows, cols, vals, W, H, weight)
-        outs = [
-            _SparseLoss.apply(*(_batched(x, d, i) for x, d in zip(inputs, in_dims)))
-            for i in range(info.batch_size)
-        ]
-        return tuple(torch.stack(o) for o in zip(*outs)), (0, 0, 0)
+        return _vmap_per_element(_SparseLoss.apply, info, in_dims,
+                                 (rows, cols, vals, W, H, weight))
 
 
 torch.library.register_autograd(
