@@ -1,4 +1,4 @@
-"""Collaborative filtering on the GPU: SGD and ALS epochs on Netflix-shaped data (issue 5).
+"""Collaborative filtering on the GPU: SGD and ALS epochs on Netflix-shaped data.
 
 Synthetic ratings shaped like Netflix (480,189 users x 17,770 items, 100M
 ratings; ``--quick``: 20M) from a rank-10 model plus noise, k = 128, float32,

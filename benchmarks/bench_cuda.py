@@ -1,4 +1,4 @@
-"""Speed of the CUDA ops against the autograd reference, in one run (issue 3's targets).
+"""Speed of the CUDA ops against the autograd reference, in one run.
 
 Every time is the median of CUDA-event timings after warm-up, float32, with
 the autograd reference timed in the same process. The device's ceilings are

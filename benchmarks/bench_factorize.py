@@ -1,4 +1,4 @@
-"""Speed of ``mfext.factorize`` (issue 4's targets), CPU, float32, all threads.
+"""Speed of ``mfext.factorize``, CPU, float32, all threads.
 
 1. Time per Adam iteration: ``mfext.factorize`` (fused) against the reference
    loop ``mfext.reference.reference_factorize`` at m = n = 4096, k = 32

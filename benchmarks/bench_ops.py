@@ -1,4 +1,4 @@
-"""Speed of the fused CPU ops against the autograd reference (issue 2's targets).
+"""Speed of the fused CPU ops against the autograd reference (the foundation's targets).
 
 Runs in one process, all threads, float32; every figure is the median of repeats
 taken in this run, and every ratio compares timings from this run.

@@ -104,7 +104,7 @@ def mfext_supports(optimizer: str, nonnegative: bool, A: torch.Tensor, k: int) -
     try:
         mfext_method(optimizer, nonnegative)(A[:8, :8].contiguous(), min(k, 2), 1)
     except TypeError as exc:
-        return f"mfext.factorize has no optimizer=/nonnegative= yet (issue 4): {exc}"
+        return f"mfext.factorize has no optimizer=/nonnegative=: {exc}"
     except (ValueError, NotImplementedError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None

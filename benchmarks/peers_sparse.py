@@ -14,7 +14,7 @@ rating predictions, so its RMSE is recorded but marked as not comparable.
     python benchmarks/peers_sparse.py --data ../shared/data/ml-100k/u.data
     python benchmarks/peers_sparse.py --data ../shared/data/ml-1m/ratings_no_timestamp.dat
 
-Needs mfext.MatrixFactorization and mfext.datasets (issue 5) for the mfext rows
+Needs mfext.MatrixFactorization and mfext.datasets for the mfext rows
 and the loader; without them the peers still run on a split made here (seeded
 permutation, 10% test), and the mfext rows are listed as skipped.
 """
@@ -157,7 +157,7 @@ def main() -> None:
         rows += mfext_rows(train, test, args.rank, args.solvers.split(","), target, args.max_iter)
     else:
         skipped.append({"method": "mfext MatrixFactorization",
-                        "reason": "needs mfext.MatrixFactorization (issue 5)"
+                        "reason": "needs mfext.MatrixFactorization"
                         if not hasattr(mfext, "MatrixFactorization") else "no target (no Surprise)"})
     imp = implicit_row(train, test, args.rank, args.implicit_iterations)
     if imp is None:

@@ -1,4 +1,4 @@
-"""Hardening: bad input at every public entry point beyond the ops (issue 8).
+"""Hardening: bad input at every public entry point beyond the ops.
 
 The op-level checks live in test_bad_inputs.py / test_fuzz_ops.py; here the
 entry points are ``mfext.factorize``, ``MatrixFactorization`` (fit, predict,
