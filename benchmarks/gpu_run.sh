@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# One command for a session on a GPU machine: build mfext with its CUDA
+# One command for a GPU machine: build mfext with its CUDA
 # kernels, run the CUDA tests, run the GPU benchmarks (the ops, then the
 # collaborative-filtering epochs) and compute-sanitizer (memcheck, racecheck)
 # over a small set of kernel calls. Everything it learns (device, versions,
 # commands, pytest summary, sanitizer results, benchmark JSON and tables) goes to
 # benchmarks/results/gpu/ and, when $OUT is set, to $OUT (summary.md, the JSON
-# files, and every log in logs.tar.gz: a few files, as the device tool returns).
+# files, and every log in logs.tar.gz: a few files, easy to copy back).
 #
 #   bash benchmarks/gpu_run.sh [--quick] [--deadline SECONDS] [STAGE ...]
 #   STAGE: build test bench cfbench sanitize (all five, in this order, by default)
@@ -19,7 +19,7 @@
 # status is non-zero if any stage failed. Works offline: the build is
 # `pip install --no-build-isolation --no-deps -e .` against the installed torch.
 # MovieLens: MFEXT_DATA, else ./.gpudata when it exists (a git-ignored copy of
-# ../shared/data that the device call carries; ../shared does not travel).
+# ../shared/data, for a GPU machine that cannot reach the data folder).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 QUICK=0

@@ -1,4 +1,10 @@
-"""Loads the compiled library (``mfext._C``) and reports how it was built."""
+"""Loads the compiled library (``mfext._C``) and reports how it was built.
+
+Importing ``mfext._C`` registers every op schema and kernel under
+``torch.ops.mfext``; this module owns that import (with a message that says how
+to rebuild when it fails) and :func:`build_info`. The typed wrappers, fake
+kernels and autograd of the ops live in :mod:`mfext.ops`; the kernels in ``csrc/``.
+"""
 from __future__ import annotations
 
 import torch

@@ -3,8 +3,11 @@
 Each rank holds a block of rows of A (dense) or the ratings of a block of users
 (sparse), with the matching rows of W. H is replicated: its gradient (Adam, GD)
 or its normal-equation terms (ALS) are summed with ``all_reduce``. The training
-loops in :mod:`mfext.factorize` and :mod:`mfext.estimator` talk to the other ranks
-only through a :class:`Communicator`, so one process is the world of size 1.
+loop (:mod:`mfext.training`) and the solvers of :mod:`mfext.dense` and
+:mod:`mfext.recommenders` talk to the other ranks only through a
+:class:`Communicator`, so one process is the world of size 1. This module knows
+no model: it holds the plumbing (process group, collectives, checkpoints,
+sharded loading) and nothing else.
 
 Launch with ``torchrun --nproc_per_node=N script.py`` (or any launcher that
 initializes a process group); :func:`init` starts the group from the usual

@@ -1,7 +1,10 @@
 """The autograd reference: the loop users know, and reference losses/gradients.
 
 Everything here is plain PyTorch. Tests check the fused ops against these
-functions and benchmarks time them as the baseline.
+functions and benchmarks time them as the baseline; ``factorize(...,
+backend="autograd")`` (:mod:`mfext.dense.objective`) takes its gradients from
+here. It knows no mfext module: the fused ops live in :mod:`mfext.ops`, the
+optimized loops in :mod:`mfext.dense` and :mod:`mfext.training`.
 """
 from __future__ import annotations
 

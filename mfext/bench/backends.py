@@ -7,6 +7,9 @@
               shape: ``dynamic=False`` after ``torch._dynamo.reset()``), backward
               through the compiled graph. Its first call compiles; the grid
               reports that time apart.
+
+This module owns the choice between them; the ops belong to :mod:`mfext.ops`,
+the reference losses to :mod:`mfext.reference`, the timing to :mod:`.timing`.
 """
 from __future__ import annotations
 

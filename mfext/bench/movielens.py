@@ -5,6 +5,11 @@ each solver trains on the 90% with the 10% as validation, and the estimator's
 ``history_`` gives the validation RMSE after each epoch with its time. When
 scikit-surprise is installed, its ``SVD`` trains on the same split and its row
 is reported beside mfext's.
+
+This module owns that run, its records (movielens.json, movielens.md) and its
+plot. The models belong to :class:`mfext.MatrixFactorization`, the loader and
+the split to :mod:`mfext.datasets`, the option checks (whose messages name
+``--solvers``, ``--rank``...) to :mod:`mfext.cli.options`.
 """
 from __future__ import annotations
 
@@ -13,10 +18,9 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from mfext import datasets
-from mfext.estimator import MatrixFactorization
+from mfext import MatrixFactorization, datasets
+from mfext.cli.options import check_device, check_out_dir, estimator_option_errors
 
-from .options import check_device, check_out_dir, estimator_option_errors
 from .peers import surprise_svd
 
 

@@ -1,4 +1,9 @@
-"""Peer libraries on mfext's own train/test split (optional imports)."""
+"""Peer libraries on mfext's own train/test split (optional imports).
+
+This module owns the adapters (today Surprise's ``SVD``): each trains on the
+split it is given and returns a row in the shape of :mod:`.movielens`'s; the
+split and the records belong to :mod:`.movielens`. A missing library gives None.
+"""
 from __future__ import annotations
 
 import time

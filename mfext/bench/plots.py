@@ -1,4 +1,8 @@
-"""PNG plots of a run (matplotlib, Agg backend): speedup against size, time against k."""
+"""PNG plots of a run (matplotlib, Agg backend): speedup against size, time against k.
+
+This module owns the figures drawn from the grid's rows; the rows come from
+:mod:`.runner`, the machine line of the title from :mod:`.report`.
+"""
 from __future__ import annotations
 
 from collections import defaultdict

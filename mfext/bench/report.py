@@ -1,4 +1,8 @@
-"""The run's records: results.json (everything) and results.md (a table)."""
+"""The run's records: results.json (everything) and results.md (a table).
+
+This module owns the file formats and the table's columns; the rows come from
+:mod:`.runner`, the machine facts from :mod:`.machine`, the plots from :mod:`.plots`.
+"""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,10 @@
-"""Runs the grid: every case on every device with every backend, one row each."""
+"""Runs the grid: every case on every device with every backend, one row each.
+
+This module owns the order of the rows, the error of each backend against
+autograd and the derived rates (GFLOP/s, GB/s, % of roofline). The cases and
+inputs come from :mod:`.grid`, the steps from :mod:`.backends`, the clocks from
+:mod:`.timing` and :mod:`.memory`, the work counts from :mod:`.cost`.
+"""
 from __future__ import annotations
 
 import sys

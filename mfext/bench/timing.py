@@ -1,4 +1,8 @@
-"""Wall-clock timing of one call: median and spread over repeated samples."""
+"""Wall-clock timing of one call: median and spread over repeated samples.
+
+This module owns the sampling (warm-up, batching of short calls, device
+synchronization around every sample); what is timed belongs to the caller.
+"""
 from __future__ import annotations
 
 import math

@@ -4,6 +4,9 @@
 then H, from a CPU generator), so the two can follow the same trajectory.
 ``"svd"`` is a seeded randomized range finder (a cheap truncated SVD); with
 ``nonnegative=True`` it becomes NNDSVD (Boutsidis & Gallopoulos, 2008).
+:func:`initial_factors_of_rows` gives a data-parallel rank its rows of the
+factors one process would draw. The checks of the other arguments live in
+:mod:`mfext.dense.factorization`.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from typing import Tuple, Union
 import torch
 from torch import Tensor
 
-__all__ = ["initial_factors", "randomized_svd"]
+__all__ = ["initial_factors", "initial_factors_of_rows", "randomized_svd"]
 
 # Extra columns of the range finder and its power iterations.
 _OVERSAMPLE = 10
@@ -117,3 +120,41 @@ def initial_factors(
         W.clamp_(min=0)
         H.clamp_(min=0)
     return W, H
+
+
+def initial_factors_of_rows(
+    A: Tensor,
+    rank: int,
+    init: Union[str, Tuple[Tensor, Tensor]],
+    gen: torch.Generator,
+    nonnegative: bool,
+    row0: int,
+    m_total: int,
+) -> Tuple[Tensor, Tensor]:
+    """This rank's rows ``[row0, row0 + m)`` of W (m, k), and H (k, n), for ``m_total`` rows in all.
+
+    Every rank draws the same global W and H and keeps its rows, so a world of any
+    size starts where one process does.
+
+    Parameters
+    ----------
+    A : Tensor, (m, n)
+        This rank's rows of the data.
+    rank, init, gen, nonnegative : see :func:`initial_factors`; a distributed
+        ``init`` is "random" or a pair whose W0 has this rank's rows or all rows.
+    row0, m_total : int
+        This rank's first global row, and the global row count.
+    """
+    m, n = A.shape
+    if m == m_total:
+        return initial_factors(A, rank, init, gen, nonnegative=nonnegative)
+    if isinstance(init, str) and init != "random":
+        raise ValueError(f"distributed factorize supports init='random' or a pair (W0, H0), got {init!r}")
+    if isinstance(init, str):
+        proxy = A.new_empty((1, 1)).expand(m_total, n)  # only shape, dtype and device are read
+        W, H = initial_factors(proxy, rank, init, gen, nonnegative=nonnegative)
+        return W[row0:row0 + m].contiguous(), H
+    W0 = torch.as_tensor(init[0])
+    if W0.shape[0] == m_total:  # all rows given: keep this rank's
+        init = (W0[row0:row0 + m], init[1])
+    return initial_factors(A, rank, init, gen, nonnegative=nonnegative)

@@ -1,8 +1,11 @@
-"""Input checks for :func:`mfext.factorize`: the data, weights and their reduction.
+"""The data of a dense factorization: input checks, weights and the loss reduction.
 
-Turns what the user passed (tensor, numpy array or nested list; NaN for missing
-entries; an optional weight) into one :class:`Problem` on the target device and
-dtype, with clear errors for anything unusable.
+Turns what the user passed to :func:`mfext.factorize` (tensor, numpy array or
+nested list; NaN for missing entries; an optional weight) into one
+:class:`DenseProblem` on the target device and dtype, with clear errors for
+anything unusable. The other arguments are checked in
+:mod:`mfext.dense.factorization`; the loss itself lives in
+:mod:`mfext.dense.objective`.
 """
 from __future__ import annotations
 
@@ -14,13 +17,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Problem", "prepare_problem", "as_float_dtype"]
+from ..distributed import Communicator
+
+__all__ = ["DenseProblem", "prepare_problem", "as_float_dtype"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
 @dataclass
-class Problem:
+class DenseProblem:
     """The data of one factorization, ready for the ops.
 
     Attributes
@@ -91,7 +96,7 @@ def prepare_problem(
     dtype: Optional[torch.dtype] = None,
     reduction: str = "mean",
     comm=None,
-) -> Problem:
+) -> DenseProblem:
     """Check and convert the data of a factorization.
 
     Parameters
@@ -102,16 +107,14 @@ def prepare_problem(
         Finite and non-negative; 0 marks a missing entry.
     device, dtype : where and in which float dtype to run (default: A's).
     reduction : "mean" or "sum"
-    comm : mfext.distributed.Communicator, optional
+    comm : Communicator, optional
         When distributed, ``A`` is this rank's block of rows: the weighting
         decision, the mean's divisor and the empty columns are agreed over ranks.
 
     Returns
     -------
-    Problem
+    DenseProblem
     """
-    from .distributed import Communicator
-
     comm = comm if comm is not None else Communicator(None)
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
@@ -150,7 +153,7 @@ def prepare_problem(
     # agree on it (the weighted and unweighted ALS exchange different terms).
     if not comm.any(w is not None or not math.isfinite(float(A.sum())), "weighting check"):
         m_total = comm.sum_scalar(float(m), "row count")
-        return Problem(A, None, m_total * n if reduction == "mean" else 1.0)
+        return DenseProblem(A, None, m_total * n if reduction == "mean" else 1.0)
     missing = torch.isnan(A)
     if bool(missing.any()):
         w = (~missing).to(run_dtype) if w is None else w.masked_fill(missing, 0)
@@ -173,7 +176,7 @@ def prepare_problem(
     col_weight = w.sum(0)
     comm.all_reduce_sum_([col_weight], "column weights")
     empty_cols = col_weight == 0
-    return Problem(
+    return DenseProblem(
         A,
         w,
         total if reduction == "mean" else 1.0,

@@ -1,37 +1,34 @@
-"""The update rules of :func:`mfext.factorize`: Adam, gradient descent and ALS.
-
-Each rule is a small "stepper" that owns the current factors and does one
-iteration per :meth:`step`. The objective they all minimize is
+"""The objective of :func:`mfext.factorize`: the loss, its gradients, and what it reports.
 
     loss = (sum(weight * (A - W @ H)**2) + reg * (|W|_F**2 + |H|_F**2)) / denom
 
 with ``denom = 1`` (``reduction="sum"``) or ``sum(weight)`` (``"mean"``; ``m * n``
-without weights, which is ``mse_loss``). The backend only decides how the data
-term and its gradients are computed: the fused op (``backend="fused"``) or the
-autograd reference (``"autograd"``); the update rules are shared, so both
-backends follow the same trajectory.
+without weights, which is ``mse_loss``). :class:`Objective` computes the data
+term and its gradients with the fused op (``backend="fused"``) or the autograd
+reference (``"autograd"``), adds the regularization, projects on ``>= 0`` in
+non-negative mode, and reports the loss: in float32 only when a bound on the
+op's rounding error certifies it within 0.1% of the exact objective, else from
+a float64 residual. Under data parallelism it sums over ranks through a
+:class:`~mfext.distributed.Communicator`.
+
+The update rules that use it live in :mod:`mfext.dense.rules`; the data comes
+checked from :mod:`mfext.dense.problem`.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from . import reference
-from ._als import als_half_step
-from ._problem import Problem
-from .ops import dense_loss_grad
+from .. import reference
+from ..distributed import Communicator
+from ..ops import dense_loss_grad
+from ..training import LossOverflow
+from .problem import DenseProblem
 
-__all__ = ["ADAM_DEFAULT_LR", "LossOverflow", "Objective", "AdamStepper", "GDStepper", "LineSearchGDStepper", "ALSStepper"]
-
-# What a step hands to the loop at a logged iteration: the loss (0-dim, still on
-# the device) and the factors it belongs to (tensors the stepper will not mutate).
-Logged = Tuple[Tensor, Tensor, Tensor]
-
-#: The reference loop's learning rate.
-ADAM_DEFAULT_LR = 0.01
+__all__ = ["Objective"]
 
 # A reported float32 loss may differ from the true objective by this much
 # (relative); beyond it the data term is recomputed from a float64 residual.
@@ -58,10 +55,6 @@ def _product_unit_roundoff(device: torch.device) -> float:
     return 2.0 ** -21
 
 
-class LossOverflow(ArithmeticError):
-    """The data loss does not fit the factors' dtype (the fused op refuses to round it to Inf)."""
-
-
 def _guard_overflow(fn: Callable, *args):
     try:
         return fn(*args)
@@ -78,21 +71,20 @@ class Objective:
 
     Parameters
     ----------
-    problem : Problem
+    problem : DenseProblem
     reg : float
         L2 regularization on W and H (inside the reduction).
     nonnegative : bool
         Project the factors on ``>= 0`` after every gradient step.
     backend : "fused" or "autograd"
-    comm : mfext.distributed.Communicator, optional
+    comm : Communicator, optional
         When distributed, ``problem.A`` and W are this rank's rows and H is
         replicated: the data loss, grad_H and sums over W are summed over ranks,
         so every rank sees the global objective and updates H identically.
     """
 
-    def __init__(self, problem: Problem, reg: float, nonnegative: bool, backend: str, comm=None):
-        from .distributed import Communicator
-
+    def __init__(self, problem: DenseProblem, reg: float, nonnegative: bool, backend: str,
+                 comm: Optional[Communicator] = None):
         self.comm = comm if comm is not None else Communicator(None)
         self.A = problem.A
         self.weight = problem.weight
@@ -248,205 +240,3 @@ class Objective:
         if self.nonnegative:
             W.clamp_(min=0)
             H.clamp_(min=0)
-
-
-class Stepper:
-    """One update rule. Subclasses set ``W`` (m, k), ``H`` (k, n) and ``lr``."""
-
-    #: True when the loss a step logs is the loss *after* its update (ALS);
-    #: False when it is the loss at the factors the step started from (Adam, GD).
-    logs_after_step = False
-    #: Set when the rule cannot make progress any more (line search exhausted).
-    stalled = False
-    lr: Optional[float] = None
-
-    def __init__(self, objective: Objective, W: Tensor, H: Tensor):
-        self.obj = objective
-        self.W = W
-        self.H = H
-
-    def step(self, log: bool) -> Optional[Logged]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def final_loss(self) -> Tensor:
-        """The objective at the current factors, as reported (0-dim)."""
-        return self.obj.reported_loss(self.W, self.H)
-
-
-def _make_adam(params: List[Tensor], lr: float) -> torch.optim.Optimizer:
-    """torch's Adam, fused where this build supports it, else foreach, else plain."""
-    for kwargs in ({"fused": True}, {"foreach": True}, {}):
-        try:
-            return torch.optim.Adam(params, lr=lr, **kwargs)
-        except (RuntimeError, TypeError, ValueError):
-            continue
-    raise RuntimeError("mfext.factorize: torch.optim.Adam could not be constructed")  # pragma: no cover
-
-
-class AdamStepper(Stepper):
-    """Adam on the fused (or autograd) gradients, stepped in place.
-
-    With the defaults this is the reference loop: the gradients of the mean
-    loss, ``torch.optim.Adam(lr)``; the non-negative mode clamps after each step.
-    """
-
-    def __init__(self, objective: Objective, W: Tensor, H: Tensor, lr: float):
-        super().__init__(objective, W, H)
-        self.lr = lr
-        self.opt = _make_adam([W, H], lr)
-
-    def step(self, log: bool) -> Optional[Logged]:
-        W, H, obj = self.W, self.H, self.obj
-        data, gW, gH = obj.data_loss_grad(W, H)
-        logged = (obj.reported_total(data, W, H), W.clone(), H.clone()) if log else None
-        obj.objective_grads_(gW, gH, W, H)
-        W.grad, H.grad = gW, gH
-        self.opt.step()
-        W.grad = H.grad = None
-        obj.project_(W, H)
-        return logged
-
-
-class GDStepper(Stepper):
-    """Gradient descent with a fixed step ``lr`` (projected in non-negative mode)."""
-
-    def __init__(self, objective: Objective, W: Tensor, H: Tensor, lr: float):
-        super().__init__(objective, W, H)
-        self.lr = lr
-
-    def step(self, log: bool) -> Optional[Logged]:
-        W, H, obj = self.W, self.H, self.obj
-        data, gW, gH = obj.data_loss_grad(W, H)
-        logged = (obj.reported_total(data, W, H), W.clone(), H.clone()) if log else None
-        obj.objective_grads_(gW, gH, W, H)
-        W.sub_(gW, alpha=self.lr)
-        H.sub_(gH, alpha=self.lr)
-        obj.project_(W, H)
-        return logged
-
-
-class LineSearchGDStepper(Stepper):
-    """Gradient descent with a backtracking (Armijo) line search.
-
-    Each iteration tries ``X' = P(X - t g)`` (P: the projection on ``>= 0`` in
-    non-negative mode, else the identity) and accepts it when
-    ``f(X') <= f(X) - c |X' - X|^2 / t``; otherwise it halves ``t`` and tries
-    again. An accepted step doubles ``t`` for the next iteration. Every trial is
-    one fused loss-and-gradient call, and the accepted trial's gradients are
-    reused, so an iteration usually costs one or two calls. The test needs the
-    loss on the host, so this rule synchronizes on every trial.
-    """
-
-    ARMIJO = 1e-4
-    MAX_TRIALS = 60
-
-    def __init__(self, objective: Objective, W: Tensor, H: Tensor, lr: Optional[float]):
-        super().__init__(objective, W, H)
-        self._evaluate(W, H)
-        if lr is None:
-            # 1 / (a bound on the Lipschitz constant of one block's gradient); the
-            # search corrects it within a few iterations either way.
-            wmax = 1.0 if objective.weight is None else float(objective.weight.max())
-            wmax = max(objective.comm.all_gather_objects(wmax, "max weight"))
-            bound = 2.0 * objective.scale * wmax * (
-                float(objective.sq_norm_W(W)) + float(H.square().sum()) + objective.reg
-            )
-            lr = 1.0 / bound if bound > 0 else 1.0
-        self.lr = lr
-
-    def _evaluate(self, W: Tensor, H: Tensor) -> float:
-        try:
-            data, gW, gH = self.obj.data_loss_grad(W, H)
-        except LossOverflow:
-            return math.inf  # a rejected trial
-        f_tensor = self.obj.total(data, W, H)
-        self.obj.objective_grads_(gW, gH, W, H)
-        self._trial = (W, H, gW, gH, f_tensor, data)
-        return float(f_tensor)
-
-    def step(self, log: bool) -> Optional[Logged]:
-        W, H, gW, gH, f_tensor, data = self._trial
-        f = float(f_tensor)
-        logged = (self.obj.reported_total(data, W, H), W.clone(), H.clone()) if log else None
-        t = self.lr
-        for _ in range(self.MAX_TRIALS):
-            Wn = W - t * gW
-            Hn = H - t * gH
-            self.obj.project_(Wn, Hn)
-            moved = float(self.obj.sq_norm_W(Wn - W) + (Hn - H).square().sum())
-            if moved == 0.0:
-                break
-            fn = self._evaluate(Wn, Hn)
-            if math.isfinite(fn) and fn <= f - self.ARMIJO * moved / t:
-                self.W, self.H = Wn, Hn
-                self.lr = 2.0 * t
-                return logged
-            t *= 0.5
-        # No step decreases the loss: a stationary point to working precision.
-        self._trial = (W, H, gW, gH, f_tensor, data)
-        self.stalled = True
-        return logged
-
-    def final_loss(self) -> Tensor:
-        W, H, _, _, _, data = self._trial
-        return self.obj.reported_total(data, W, H)
-
-
-class ALSStepper(Stepper):
-    """Alternating least squares: the rows of W, then the columns of H, in closed form.
-
-    Each half-step solves the k×k regularized normal equations of every row (or
-    column) in one batch (:func:`mfext._als.als_half_step`): one shared Cholesky
-    factorization without weights, a batch of them with weights or missing
-    entries. In non-negative mode each half-step solves the non-negative
-    least-squares problems by warm-started coordinate descent (NNLS, not a
-    projection of the unconstrained solution).
-
-    Without regularization and sign constraints the objective depends on the
-    factors only through ``W @ H``, so each half-step first replaces the fixed
-    factor by an orthonormal basis of its span (:func:`mfext._als.orthonormal_basis`):
-    the same products ``W @ H`` as plain ALS, with well-conditioned normal
-    equations. W leaves each iteration with orthonormal columns.
-
-    The loss of a logged iteration is evaluated on the residual at the new
-    factors (:meth:`Objective.reported_total`: the fused op, or a float64
-    residual where float32 rounding could make the op's value inexact).
-    """
-
-    logs_after_step = True
-
-    def __init__(self, objective: Objective, W: Tensor, H: Tensor, nnls_sweeps: int = 3):
-        super().__init__(objective, W, H)
-        A, w = objective.A, objective.weight
-        self.sweeps = nnls_sweeps
-        self.wA = None if w is None else w * A
-        self._orthonormal = objective.reg == 0 and not objective.nonnegative
-        # Distributed: H's normal equations are summed over the ranks' rows.
-        self._reduce = (
-            (lambda ts: objective.comm.all_reduce_sum_(ts, "all_reduce(ALS normal equations)"))
-            if objective.comm.distributed else None
-        )
-        self._loss: Optional[Tensor] = None
-        self.obj.project_(self.W, self.H)
-
-    def step(self, log: bool) -> Optional[Logged]:
-        obj = self.obj
-        A, w, wA, reg = obj.A, obj.weight, self.wA, obj.reg
-        nonneg = obj.nonnegative
-        W, Ht = als_half_step(A, self.H.t(), self.W, reg, w, wA, nonnegative=nonneg,
-                              sweeps=self.sweeps, orthonormalize=self._orthonormal)
-        Ht, W = als_half_step(
-            A.t(), W, Ht, reg, None if w is None else w.t(),
-            None if wA is None else wA.t(), nonnegative=nonneg, sweeps=self.sweeps,
-            reduce=self._reduce, orthonormalize=self._orthonormal,
-        )
-        self.W, self.H = W, Ht.t()
-        self._loss = None
-        if not log:
-            return None
-        return self.final_loss(), self.W, self.H
-
-    def final_loss(self) -> Tensor:
-        if self._loss is None:
-            self._loss = super().final_loss()
-        return self._loss

@@ -1,0 +1,361 @@
+"""The explicit-ratings solvers of :class:`~mfext.recommenders.MatrixFactorization`.
+
+This module owns the per-epoch math: the factors (:class:`Factors`), the
+training ratings (:class:`RatingsProblem`), their initialization, the SGD, ALS
+and Adam solvers (one object each, one ``epoch`` method; :class:`RatingsSolver`
+makes each a solver of the shared loop), the closed-form row solve
+(:func:`ratings_half_step`, also behind ``fold_in``) and the prediction of
+known entries. It leaves the loop (history, validation, early stopping,
+divergence) to :mod:`mfext.training` (driven by
+:mod:`mfext.recommenders.fitting`), the data-parallel variants to
+:mod:`mfext.recommenders.distributed_solvers`, and input checks to
+:mod:`mfext.recommenders.inputs`.
+
+All three fit ``r ~ mu + b_u + b_i + w_u . h_i`` (or ``w_u . h_i`` without
+biases) to the observed ratings. They share one objective family::
+
+    sum_e (r_e - pred_e)^2 + reg * sum_u n_u^a |w_u|^2 + reg * sum_i n_i^a |h_i|^2
+                          + bias_reg * (sum_u n_u^a b_u^2 + sum_i n_i^a b_i^2)
+
+with ``n_u`` the number of training ratings of user ``u``. SGD with per-rating
+regularization (Funk/Koren) and full-batch Adam minimize it with ``a = 1``; ALS
+uses ``a = als_reg_exponent`` (0.75 by default, tuned on MovieLens).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from .. import cf_ops
+from ..ops import sparse_loss_grad
+from ..training import Report, Solver
+from .inputs import csr_by
+
+
+@dataclass
+class Factors:
+    """W (m, k), Ht (n, k) (H transposed, rows contiguous), bu (m,), bi (n,)."""
+
+    W: Tensor
+    Ht: Tensor
+    bu: Tensor
+    bi: Tensor
+
+    def clone(self) -> "Factors":
+        return Factors(self.W.clone(), self.Ht.clone(), self.bu.clone(), self.bi.clone())
+
+    def is_finite(self) -> bool:
+        return all(bool(torch.isfinite(t).all()) for t in (self.W, self.Ht, self.bu, self.bi))
+
+    def copy_(self, other: "Factors") -> None:
+        """Overwrite these tensors, in place, with ``other``'s values."""
+        for dst, src in ((self.W, other.W), (self.Ht, other.Ht), (self.bu, other.bu),
+                         (self.bi, other.bi)):
+            dst.copy_(src)
+
+
+@dataclass
+class RatingsProblem:
+    """Training ratings on the model's device and dtype (canonical order)."""
+
+    rows: Tensor   # (nnz,) int64
+    cols: Tensor   # (nnz,) int64
+    vals: Tensor   # (nnz,) model dtype
+    m: int
+    n: int
+    mu: float      # global mean (0 without biases)
+    biases: bool
+    nonnegative: bool
+
+
+def init_factors(p: RatingsProblem, rank: int, init_std: float, gen: torch.Generator,
+                 dtype: torch.dtype, device: torch.device) -> Factors:
+    """N(0, init_std) factors (|N| when nonnegative), zero biases; drawn on the CPU.
+
+    Users and items without training ratings start (and stay, under every
+    solver) at zero, so they predict from the other side's bias.
+    """
+    W = torch.randn(p.m, rank, generator=gen, dtype=torch.float64) * init_std
+    Ht = torch.randn(p.n, rank, generator=gen, dtype=torch.float64) * init_std
+    if p.nonnegative:
+        W, Ht = W.abs(), Ht.abs()
+    W[torch.bincount(p.rows.cpu(), minlength=p.m) == 0] = 0
+    Ht[torch.bincount(p.cols.cpu(), minlength=p.n) == 0] = 0
+    return Factors(W.to(device=device, dtype=dtype).contiguous(),
+                   Ht.to(device=device, dtype=dtype).contiguous(),
+                   torch.zeros(p.m, dtype=dtype, device=device),
+                   torch.zeros(p.n, dtype=dtype, device=device))
+
+
+class RatingsSolver(Solver):
+    """An explicit-ratings solver as a :class:`mfext.training.Solver`: one epoch per step.
+
+    A subclass sets ``p`` (:class:`RatingsProblem`) and ``f`` (:class:`Factors`,
+    updated in place) and implements ``epoch(t)``: one epoch (from 0), returning
+    the sum of squared training errors it measured (SGD: before each update;
+    Adam: before its step) or None (ALS: then :meth:`step` measures it after the
+    update). Every epoch is logged: its :class:`~mfext.training.Report` carries
+    the training RMSE (NaN when a factor is not finite, which the loop treats
+    as divergence) and a copy of the factors.
+    """
+
+    logs_after_step = True
+    #: Set by the data-parallel solvers: training errors are then summed over ranks.
+    comm: Optional[Any] = None
+    #: Ratings over every rank (data-parallel); None: ``p``'s.
+    nnz_total: Optional[float] = None
+    p: RatingsProblem
+    f: Factors
+
+    def epoch(self, t: int) -> Optional[float]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def step(self, iteration: int, log: bool) -> Report:
+        sse = self.epoch(iteration)
+        f, p = self.f, self.p
+        if sse is None:  # ALS: measure the training error exactly (on every rank, even at a NaN)
+            pred = predict_entries(f, p.mu, p.biases, p.rows, p.cols)
+            sse = float((pred.double() - p.vals.double()).square().sum())
+            if self.comm is not None:
+                sse = self.comm.sum_scalar(sse, "training error")
+        nnz = float(p.rows.numel()) if self.nnz_total is None else self.nnz_total
+        finite = f.is_finite() and math.isfinite(sse)
+        return Report(math.sqrt(sse / nnz) if finite else math.nan, f.clone())
+
+    def snapshot(self) -> Factors:
+        return self.f.clone()
+
+    def restore(self, snapshot: Factors) -> None:
+        self.f.copy_(snapshot)
+
+
+# Row and column groups of the blocked GPU schedule (deterministic mode): one
+# warp per block, so P warps run at once; P strata (launches) per epoch.
+GPU_DETERMINISTIC_GROUPS = 128
+
+
+class SgdSolver(RatingsSolver):
+    """Parallel SGD on :func:`mfext.cf_ops.sgd_epoch_`.
+
+    CPU, and GPU under ``torch.use_deterministic_algorithms(True)``: blocked
+    (LIBMF/DSGD style). Once per fit, users and items are dealt at random into
+    P groups each (CPU: P = max(8, 2 * threads); GPU: P = 128), and the
+    ratings are sorted into the P x P blocks in a random order within each
+    block. Every epoch runs P strata of P blocks that share no user and no
+    item, with a fresh random pairing of row and column groups and a fresh
+    stratum order, so the result is the same for any thread count up to P / 2
+    and reproducible from the seed.
+
+    GPU otherwise: Hogwild, as cuMF_SGD. The ratings are laid out once per fit
+    in a random order and every epoch streams them through lock-free warps (one
+    rating per warp at a time); the result depends on timing.
+
+    The learning rate of epoch t (from 0) is ``lr * lr_decay ** t``.
+    """
+
+    def __init__(self, p: RatingsProblem, f: Factors, *, lr: float, lr_decay: float, reg: float,
+                 bias_reg: float, gen: torch.Generator, n_threads: int):
+        self.p, self.f, self.gen = p, f, gen
+        self.lr, self.lr_decay, self.reg, self.bias_reg = lr, lr_decay, reg, bias_reg
+        dev = p.rows.device
+        on_gpu = dev.type == "cuda"
+        self.hogwild = on_gpu and not torch.are_deterministic_algorithms_enabled()
+        if self.hogwild:
+            P = 1  # one block: a random order of all ratings
+        else:
+            P = GPU_DETERMINISTIC_GROUPS if on_gpu else max(8, 2 * n_threads)
+        self.P = P
+        user_group = (torch.randperm(p.m, generator=gen) % P).to(dev)
+        item_group = (torch.randperm(p.n, generator=gen) % P).to(dev)
+        perm = torch.randperm(p.rows.numel(), generator=gen).to(dev)
+        block = user_group[p.rows[perm]] * P + item_group[p.cols[perm]]
+        self.block_ptr, within = csr_by(block, P * P)  # random order within each block
+        order = perm[within]
+        idx = torch.int32 if max(p.m, p.n) < 2**31 else torch.int64
+        # Data laid out in processing order: the kernel streams it (order=None).
+        self.rows = p.rows[order].to(idx)
+        self.cols = p.cols[order].to(idx)
+        self.vals = p.vals[order].contiguous()
+
+    def schedule(self) -> Tensor:
+        P = self.P
+        col_perm = torch.randperm(P, generator=self.gen)
+        strata = torch.randperm(P, generator=self.gen)
+        t = torch.arange(P)
+        sched = (t * P)[None, :] + col_perm[(t[None, :] + strata[:, None]) % P]
+        return sched.to(self.rows.device)
+
+    def epoch(self, t: int) -> float:
+        """One epoch; returns the sum of squared errors seen before each update."""
+        f, p = self.f, self.p
+        blocked = {} if self.hogwild else {"block_ptr": self.block_ptr,
+                                           "schedule": self.schedule()}
+        sse = cf_ops.sgd_epoch_(
+            f.W, f.Ht, f.bu, f.bi, self.rows, self.cols, self.vals, **blocked,
+            lr=self.lr * self.lr_decay ** t, reg=self.reg, bias_reg=self.bias_reg,
+            global_mean=p.mu, use_biases=p.biases, nonnegative=p.nonnegative)
+        return float(sse)
+
+
+class AlsSolver(RatingsSolver):
+    """Alternating least squares on :func:`mfext.cf_ops.als_solve`.
+
+    Biases ride along as an augmented factor: solving for users, the item side
+    is ``[h_i, 1]`` with targets ``r - mu - b_i`` and the unknown is
+    ``[w_u, b_u]`` (regularized by ``reg`` and ``bias_reg``); items likewise.
+    ``nonnegative`` clamps each solution at 0 (a heuristic, not an NNLS solve).
+    """
+
+    def __init__(self, p: RatingsProblem, f: Factors, *, reg: float, bias_reg: float,
+                 exponent: float):
+        self.p, self.f, self.exponent = p, f, exponent
+        k = f.W.shape[1]
+        dev, dtype = p.vals.device, p.vals.dtype
+        idx = torch.int32 if max(p.m, p.n) < 2**31 else torch.int64
+        target = p.vals - p.mu
+        self.u_indptr, order = csr_by(p.rows, p.m)
+        self.u_items, self.u_vals = p.cols[order].to(idx), target[order].contiguous()
+        self.i_indptr, order = csr_by(p.cols, p.n)
+        self.i_users, self.i_vals = p.rows[order].to(idx), target[order].contiguous()
+        self.reg_diag = reg_diagonal(k, reg, bias_reg, p.biases, dtype, dev)
+
+    def _half(self, indptr: Tensor, idx: Tensor, vals: Tensor, other: Tensor,
+              other_bias: Tensor):
+        return ratings_half_step(indptr, idx, vals, other, other_bias, self.reg_diag,
+                                 self.exponent, self.p.biases, self.p.nonnegative)
+
+    def _items(self) -> tuple[Tensor, Optional[Tensor]]:
+        """Item factors (n, k) and biases (n,) or None, the users fixed."""
+        f = self.f
+        return self._half(self.i_indptr, self.i_users, self.i_vals, f.W, f.bu)
+
+    def epoch(self, t: int) -> None:
+        """One epoch: the users, then the items; returns None (no error measured)."""
+        f = self.f
+        W, bu = self._half(self.u_indptr, self.u_items, self.u_vals, f.Ht, f.bi)
+        f.W.copy_(W)
+        if bu is not None:
+            f.bu.copy_(bu)
+        Ht, bi = self._items()
+        f.Ht.copy_(Ht)
+        if bi is not None:
+            f.bi.copy_(bi)
+
+
+def reg_diagonal(k: int, reg: float, bias_reg: float, biases: bool, dtype: torch.dtype,
+                 device: torch.device) -> Tensor:
+    """(k,) or (k + 1,): the ridge of each unknown, the bias last."""
+    d = k + 1 if biases else k
+    diag = torch.full((d,), reg, dtype=dtype, device=device)
+    if biases:
+        diag[k] = bias_reg
+    return diag
+
+
+def ratings_half_step(indptr: Tensor, idx: Tensor, vals: Tensor, other: Tensor,
+                      other_bias: Tensor, reg_diag: Tensor, exponent: float, biases: bool,
+                      nonnegative: bool) -> tuple[Tensor, Optional[Tensor]]:
+    """Solve one side with the other fixed: factors (R, k) and biases (R,) or None.
+
+    indptr (R + 1,), idx (nnz,) and vals (nnz,) are the CSR of this side's
+    ratings, targets already minus the global mean; other: (n, k) and
+    other_bias: (n,) the fixed side.
+    """
+    k = other.shape[1]
+    if biases:
+        F = torch.cat([other, torch.ones_like(other[:, :1])], 1)
+        x = cf_ops.als_solve(indptr, idx, vals, F, other_bias, reg_diag, exponent)
+        factors, bias = x[:, :k], x[:, k]
+    else:
+        factors = cf_ops.als_solve(indptr, idx, vals, other, None, reg_diag, exponent)
+        bias = None
+    if nonnegative:
+        factors = factors.clamp_min(0)
+    return factors, bias
+
+
+class AdamSolver(RatingsSolver):
+    """Full-batch Adam on the fused :func:`mfext.sparse_loss_grad`.
+
+    The objective is the shared one (exponent 1) divided by the number of
+    ratings. Biases ride along as augmented columns: ``[W, b_u, 1]`` and
+    ``[H_t, 1, b_i]``, so one fused call gives every gradient.
+    """
+
+    def __init__(self, p: RatingsProblem, f: Factors, *, lr: float, reg: float, bias_reg: float):
+        self.p, self.f = p, f
+        self.lr, self.reg, self.bias_reg = lr, reg, bias_reg
+        self.target = (p.vals - p.mu).contiguous()
+        dtype = p.vals.dtype
+        self.n_u = torch.bincount(p.rows, minlength=p.m).to(dtype)[:, None]
+        self.n_i = torch.bincount(p.cols, minlength=p.n).to(dtype)[:, None]
+        self.scale = 1.0 / max(1, p.rows.numel())
+        params = [f.W, f.Ht] + ([f.bu, f.bi] if p.biases else [])
+        self.opt = torch.optim.Adam(params, lr=lr)
+
+    def epoch(self, t: int) -> float:
+        """One Adam step; returns the sum of squared errors before the step."""
+        return self._epoch(t, None)
+
+    def _epoch(self, t: int, reduce) -> float:
+        """The step; ``reduce([loss, gHt])`` may sum the data loss and item gradients over ranks."""
+        f, p = self.f, self.p
+        k = f.W.shape[1]
+        if p.biases:
+            ones_u = torch.ones_like(f.bu)[:, None]
+            ones_i = torch.ones_like(f.bi)[:, None]
+            W_aug = torch.cat([f.W, f.bu[:, None], ones_u], 1)
+            Ht_aug = torch.cat([f.Ht, ones_i, f.bi[:, None]], 1)
+        else:
+            W_aug, Ht_aug = f.W, f.Ht
+        loss, gW, gH = sparse_loss_grad(p.rows, p.cols, self.target, W_aug, Ht_aug.t())
+        gHt = gH.t()
+        if reduce is not None:  # before the regularization, which each rank adds once
+            reduce([loss, gHt])
+        s, reg2 = self.scale, 2.0 * self.reg
+        f.W.grad = (gW[:, :k] + reg2 * self.n_u * f.W) * s
+        f.Ht.grad = (gHt[:, :k] + reg2 * self.n_i * f.Ht) * s
+        if p.biases:
+            breg2 = 2.0 * self.bias_reg
+            f.bu.grad = (gW[:, k] + breg2 * self.n_u[:, 0] * f.bu) * s
+            f.bi.grad = (gHt[:, k + 1] + breg2 * self.n_i[:, 0] * f.bi) * s
+        self.opt.step()
+        if p.nonnegative:
+            f.W.clamp_min_(0)
+            f.Ht.clamp_min_(0)
+        return float(loss)
+
+
+def entry_dots(W: Tensor, Ht: Tensor, rows: Tensor, cols: Tensor,
+               chunk: int = 1 << 18) -> Tensor:
+    """``W[rows[e]] . Ht[cols[e]]`` (s,): the fused op on CPU and CUDA, chunked torch elsewhere."""
+    if W.device.type in ("cpu", "cuda"):
+        return cf_ops.sparse_dot(rows, cols, W, Ht)
+    out = torch.empty(rows.numel(), dtype=W.dtype, device=W.device)
+    for s in range(0, rows.numel(), chunk):
+        out[s:s + chunk] = (W[rows[s:s + chunk]] * Ht[cols[s:s + chunk]]).sum(1)
+    return out
+
+
+def predict_entries(f: Factors, mu: float, biases: bool, rows: Tensor, cols: Tensor) -> Tensor:
+    """Predictions (s,) for known (rows, cols)."""
+    pred = entry_dots(f.W, f.Ht, rows, cols)
+    if biases:
+        pred += mu + f.bu[rows] + f.bi[cols]
+    return pred
+
+
+def fold_in_users(f: Factors, mu: float, biases: bool, nonnegative: bool, rows: Tensor,
+                  cols: Tensor, vals: Tensor, n_new: int, *, reg: float, bias_reg: float,
+                  exponent: float) -> tuple[Tensor, Optional[Tensor]]:
+    """Closed-form factors (n_new, k) and biases (n_new,) of new users, items fixed."""
+    indptr, order = csr_by(rows, n_new)
+    idx = cols[order].to(torch.int32 if f.Ht.shape[0] < 2**31 else torch.int64)
+    target = (vals - mu)[order].contiguous()
+    diag = reg_diagonal(f.W.shape[1], reg, bias_reg, biases, f.W.dtype, f.W.device)
+    return ratings_half_step(indptr, idx, target, f.Ht, f.bi, diag, exponent, biases,
+                             nonnegative)
