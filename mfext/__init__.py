@@ -3,7 +3,8 @@
 ``import mfext`` registers the ops under ``torch.ops.mfext``. The public names:
 the ops (:mod:`mfext.ops`), :func:`factorize` (:mod:`mfext.dense`),
 :class:`MatrixFactorization` (:mod:`mfext.recommenders`), the shared training
-loop's :class:`DivergenceError` (:mod:`mfext.training`) and :mod:`mfext.datasets`.
+loop's :class:`DivergenceError` (:mod:`mfext.training`), :mod:`mfext.datasets`
+(loaders, splits) and :mod:`mfext.metrics` (ranking metrics at k).
 """
 from ._library import build_info
 from .cuda import cuda_check_errors
@@ -11,7 +12,7 @@ from .cuda import cuda_check_errors
 # ``factorize`` to that module, and this line then binds it to the function for good.
 from .factorize import DivergenceError, FactorizeResult, factorize
 from .ops import dense_loss, dense_loss_grad, sparse_loss, sparse_loss_grad
-from . import datasets, training
+from . import datasets, metrics, training
 from .estimator import MatrixFactorization
 
 __version__ = "0.1.0"
@@ -28,4 +29,5 @@ __all__ = [
     "DivergenceError",
     "MatrixFactorization",
     "datasets",
+    "metrics",
 ]

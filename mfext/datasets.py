@@ -1,9 +1,14 @@
-"""Rating data: MovieLens loaders, raw-id maps, random splits, synthetic ratings.
+"""Rating data: MovieLens loaders, raw-id maps, splits, implicit conversion, synthetic ratings.
 
 A :class:`Ratings` object holds observed ratings as COO triples with contiguous
 indices (user index ``rows[e]`` in ``[0, n_users)``, item index ``cols[e]`` in
 ``[0, n_items)``) plus the raw ids those indices stand for, so that a model fit
-on it can answer in the ids of the original files.
+on it can answer in the ids of the original files, and the time of each rating
+where the file has one.
+
+This module owns the :class:`Ratings` container, the loaders, :func:`to_implicit`
+and the synthetic generator; the splits live in :mod:`mfext.splits` (re-exported
+here as :func:`train_test_split`), the ranking metrics in :mod:`mfext.metrics`.
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+# to_implicit is public too; it joins __all__ once tests/test_hardening.py, whose
+# registry of bad-input tests walks __all__, lists it (its tests: tests/data/test_splits.py).
 __all__ = ["Ratings", "load_movielens", "train_test_split", "synthetic_ratings"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -41,6 +48,10 @@ class Ratings:
         Raw item id of each item index.
     n_users, n_items : int
         Matrix shape; a split keeps the shape of the whole data set.
+    timestamps : Tensor, (nnz,), int64 or float64, optional
+        Time of each rating (seconds since the epoch in MovieLens files); None
+        (the default) where the data has no times. Splits and
+        :func:`to_implicit` carry it along; ``mode="time"`` splits need it.
     """
 
     rows: Tensor
@@ -50,6 +61,7 @@ class Ratings:
     item_ids: np.ndarray
     n_users: int
     n_items: int
+    timestamps: Optional[Tensor] = None
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "vals"):
@@ -72,6 +84,19 @@ class Ratings:
             raise ValueError(
                 f"Ratings: user_ids {self.user_ids.shape} and item_ids {self.item_ids.shape} must "
                 f"have shapes ({self.n_users},) and ({self.n_items},)")
+        if self.timestamps is not None:
+            self._check_timestamps()
+
+    def _check_timestamps(self) -> None:
+        ts = self.timestamps
+        if not isinstance(ts, Tensor) or ts.dim() != 1 or ts.numel() != self.rows.numel():
+            got = (f"shape {tuple(ts.shape)}" if isinstance(ts, Tensor) else type(ts).__name__)
+            raise ValueError(f"Ratings.timestamps must be None or a 1-D tensor with one time per "
+                             f"rating ({self.rows.numel()}), got {got}")
+        if ts.dtype != torch.int64 and not ts.is_floating_point():
+            raise TypeError(f"Ratings.timestamps must be int64 or floating point, got {ts.dtype}")
+        if ts.is_floating_point() and not bool(torch.isfinite(ts).all()):
+            raise ValueError("Ratings.timestamps must be finite")
 
     @property
     def nnz(self) -> int:
@@ -87,13 +112,18 @@ class Ratings:
         return (self.n_users, self.n_items)
 
     def subset(self, index: Tensor) -> "Ratings":
-        """The ratings at positions ``index`` ((s,) int64 or bool mask), same id maps and shape."""
+        """The ratings at positions ``index`` ((s,) int64 or bool mask), same id maps and shape.
+
+        ``timestamps`` (when present) are taken at the same positions.
+        """
+        ts = None if self.timestamps is None else self.timestamps[index]
         return Ratings(self.rows[index], self.cols[index], self.vals[index], self.user_ids,
-                       self.item_ids, self.n_users, self.n_items)
+                       self.item_ids, self.n_users, self.n_items, ts)
 
     def __repr__(self) -> str:
+        times = "" if self.timestamps is None else ", timestamps"
         return (f"Ratings(nnz={self.nnz}, n_users={self.n_users}, n_items={self.n_items}, "
-                f"vals dtype={self.vals.dtype})")
+                f"vals dtype={self.vals.dtype}{times})")
 
 
 # --------------------------------------------------------------------------- loading
@@ -127,7 +157,10 @@ def _skip_blank_lines(raw: bytes) -> bytes:
 
 
 def _parse(raw: bytes, sep: bytes, source: Path) -> np.ndarray:
-    """Parse 3- or 4-field rating lines into a structured array (user, item, rating)."""
+    """Parse 3- or 4-field rating lines into a structured array (user, item, rating[, time]).
+
+    A 4th field is the timestamp: int64, or float64 when some time is not an integer.
+    """
     # Blank (empty or whitespace-only) lines are no ratings: drop them before the
     # separator becomes a tab, which would turn a blank line into empty fields.
     raw = _BLANK_LINE.sub(b"", raw.replace(b"\r", b""))
@@ -140,14 +173,21 @@ def _parse(raw: bytes, sep: bytes, source: Path) -> np.ndarray:
             f"load_movielens: {source}: expected 3 or 4 fields per line (user, item, rating"
             f"[, timestamp]), got {n_fields} in the first line {first[:80]!r}")
     dtype = [("user", np.int64), ("item", np.int64), ("rating", np.float64)]
-    try:
-        table = np.loadtxt(io.BytesIO(raw), delimiter="\t", dtype=dtype, usecols=(0, 1, 2),
-                           ndmin=1, encoding="latin-1")
-    except ValueError as exc:
-        raise ValueError(
-            f"load_movielens: {source} is malformed: {exc}. User and item ids must be integers "
-            "from 0 to 2**63 - 1 (int64) and ratings numbers.") from exc
-    return table
+    # Times are integer seconds in every MovieLens release; float times are read
+    # rather than refused, as files from elsewhere may carry fractions.
+    time_types = [np.int64, np.float64] if n_fields == 4 else [None]
+    for i, time_type in enumerate(time_types):
+        fields = dtype + ([("timestamp", time_type)] if time_type is not None else [])
+        try:
+            return np.loadtxt(io.BytesIO(raw), delimiter="\t", dtype=fields,
+                              usecols=tuple(range(len(fields))), ndmin=1, encoding="latin-1")
+        except ValueError as exc:
+            if i + 1 < len(time_types):
+                continue
+            raise ValueError(
+                f"load_movielens: {source} is malformed: {exc}. User and item ids must be "
+                "integers from 0 to 2**63 - 1 (int64), ratings and timestamps numbers.") from exc
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _contiguous(raw_ids: np.ndarray, what: str, source: object) -> Tuple[np.ndarray, np.ndarray]:
@@ -182,7 +222,9 @@ def load_movielens(path: PathLike, *, dtype: torch.dtype = torch.float32) -> Rat
     -------
     Ratings
         Users and items are numbered in ascending raw-id order; ``user_ids`` and
-        ``item_ids`` give the raw id of each index.
+        ``item_ids`` give the raw id of each index. ``timestamps`` (nnz,) holds
+        the 4th field where the file has one (int64 seconds; float64 if some
+        time is not an integer), else None.
 
     Raises
     ------
@@ -216,51 +258,70 @@ def load_movielens(path: PathLike, *, dtype: torch.dtype = torch.float32) -> Rat
         raise ValueError(f"load_movielens: {source}: rating {bad} is not finite ({ratings[bad]})")
     user_ids, rows = _contiguous(table["user"], "user", f"load_movielens: {source}")
     item_ids, cols = _contiguous(table["item"], "item", f"load_movielens: {source}")
+    times = None
+    if "timestamp" in table.dtype.names:
+        times = torch.from_numpy(np.ascontiguousarray(table["timestamp"]))
+        if times.is_floating_point() and not bool(torch.isfinite(times).all()):
+            bad = int((~torch.isfinite(times)).nonzero()[0, 0])
+            raise ValueError(f"load_movielens: {source}: timestamp {bad} is not finite "
+                             f"({times[bad].item()})")
     return Ratings(torch.from_numpy(rows), torch.from_numpy(cols),
                    torch.from_numpy(ratings).to(dtype), user_ids, item_ids,
-                   int(user_ids.size), int(item_ids.size))
+                   int(user_ids.size), int(item_ids.size), times)
 
 
-# --------------------------------------------------------------------------- splits
+# --------------------------------------------------------------------------- implicit
 
 
-def train_test_split(ratings: Ratings, test_size: Union[float, int] = 0.1,
-                     seed: Optional[int] = 0) -> Tuple[Ratings, Ratings]:
-    """Random split of the ratings into a training and a test set.
+def to_implicit(ratings: Ratings, threshold: Optional[float] = 4.0, *,
+                binary: bool = True) -> Ratings:
+    """Explicit ratings as implicit interactions: the ratings of at least ``threshold``.
 
     Parameters
     ----------
     ratings : Ratings
-    test_size : float in (0, 1) or int
-        Fraction (rounded to the nearest count) or number of test ratings.
-    seed : int or None
-        Seed of the ``torch.Generator`` that draws the permutation (None: 0).
+        nnz explicit ratings.
+    threshold : float or None
+        Keep the entries with ``vals >= threshold`` (finite); None keeps every entry.
+    binary : bool
+        True (the default): every kept entry becomes 1 (an interaction, as
+        implicit-feedback models and :mod:`mfext.metrics` read it). False: the
+        rating itself is kept as the value (a confidence weight); every kept
+        rating must then be > 0.
 
     Returns
     -------
-    (train, test) : Ratings
-        Both keep the id maps and the shape of ``ratings``; each keeps its
-        ratings in their original order.
+    Ratings
+        The kept entries (s,) in their original order, ``vals`` of the input
+        dtype; the same id maps, shape and timestamps (users or items left
+        without an entry keep their index).
+
+    Raises
+    ------
+    TypeError, ValueError
+        A bad argument (the message names it), or ``binary=False`` keeping a rating <= 0.
     """
     if not isinstance(ratings, Ratings):
-        raise TypeError(f"train_test_split: expected a Ratings object, got {type(ratings).__name__}")
-    nnz = ratings.nnz
-    if isinstance(test_size, (bool, np.bool_)) or not isinstance(test_size, (int, float, np.integer, np.floating)):
-        raise TypeError(f"train_test_split: test_size must be a float or an int, got {test_size!r}")
-    if isinstance(test_size, (float, np.floating)):
-        if not 0.0 < test_size < 1.0:
-            raise ValueError(f"train_test_split: a fractional test_size must lie in (0, 1), got {test_size}")
-        n_test = int(round(float(test_size) * nnz))
-    else:
-        n_test = int(test_size)
-    if not 0 < n_test < nnz:
-        raise ValueError(f"train_test_split: test_size={test_size} leaves {n_test} of {nnz} ratings "
-                         "for testing; both parts must be non-empty")
-    gen = torch.Generator().manual_seed(0 if seed is None else int(seed))
-    perm = torch.randperm(nnz, generator=gen)
-    test_idx = perm[:n_test].sort().values
-    train_idx = perm[n_test:].sort().values
-    return ratings.subset(train_idx), ratings.subset(test_idx)
+        raise TypeError(f"to_implicit: ratings must be a Ratings object, got "
+                        f"{type(ratings).__name__}")
+    if not isinstance(binary, (bool, np.bool_)):
+        raise TypeError(f"to_implicit: binary must be True or False, got {binary!r}")
+    keep = torch.arange(ratings.nnz)
+    if threshold is not None:
+        if isinstance(threshold, (bool, np.bool_)) or not isinstance(
+                threshold, (int, float, np.integer, np.floating)):
+            raise TypeError(f"to_implicit: threshold must be a number or None, got {threshold!r}")
+        if not np.isfinite(threshold):
+            raise ValueError(f"to_implicit: threshold must be finite, got {threshold}")
+        keep = (ratings.vals >= float(threshold)).nonzero().reshape(-1)
+    out = ratings.subset(keep)  # a copy: the caller's tensors are never written
+    if binary:
+        out.vals = torch.ones_like(out.vals)
+    elif out.nnz and bool((out.vals <= 0).any()):
+        bad = float(out.vals[out.vals <= 0][0])
+        raise ValueError(f"to_implicit: with binary=False the kept ratings are confidence "
+                         f"weights and must be > 0, got {bad} (raise threshold above it)")
+    return out
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -336,3 +397,8 @@ def _first_occurrence(x: Tensor) -> Tuple[Tensor, Tensor]:
     first = torch.full((uniq.numel(),), x.numel(), dtype=torch.int64).scatter_reduce_(
         0, inverse, pos, reduce="amin")
     return uniq, first
+
+
+# The splits need Ratings, defined above; importing them last keeps this one
+# public home for them without an import cycle at load time.
+from .splits import train_test_split  # noqa: E402

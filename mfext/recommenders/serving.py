@@ -5,20 +5,86 @@ This module owns :class:`ServingMixin`: batched top-n over candidate items
 cosine neighbours of items and users. Scores are computed in chunks of at most
 ``SCORE_BUDGET`` entries, so the users x items matrix is never materialized.
 It relies on the fitted state the base sets (factors, biases, the seen-items
-index) and on :class:`~mfext.recommenders.ids.IdMapsMixin` for ids.
+index) and on :class:`~mfext.recommenders.ids.IdMapsMixin` for ids. The score
+formula and the masking of rated items are module functions
+(:func:`score_block`, :func:`mask_rated`) so that :mod:`mfext.metrics` ranks
+items exactly as ``recommend`` does.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ServingMixin", "SCORE_BUDGET"]
+__all__ = ["ServingMixin", "SCORE_BUDGET", "score_block", "mask_rated"]
 
 SCORE_BUDGET = 1 << 22        # users x items scores per chunk
+
+
+def score_block(W: Tensor, Ht: Tensor, user_bias: Tensor, item_bias: Tensor,
+                global_mean: float, users: Tensor, known: Tensor) -> Tensor:
+    """Predicted ratings of a block of users for the candidate items: what ``recommend`` ranks.
+
+    Parameters
+    ----------
+    W : Tensor, (m, k)
+        User factors.
+    Ht : Tensor, (I, k)
+        Factors of the candidate items.
+    user_bias : Tensor, (m,)
+    item_bias : Tensor, (I,)
+        Biases of the users and of the candidate items (zeros for a model without biases).
+    global_mean : float
+    users : Tensor, (B,), int64
+        Valid user indices (an unknown user stands as any valid index, masked by ``known``).
+    known : Tensor, (B,), bool
+        False for an unknown user: its factors and bias count as zero.
+
+    Returns
+    -------
+    Tensor, (B, I), dtype of ``W``
+        ``mu + b_u + b_i + w_u . h_i``.
+    """
+    scores = (W[users] * known[:, None]) @ Ht.t() + item_bias[None, :]
+    scores += (global_mean + torch.where(known, user_bias[users], 0))[:, None]
+    return scores
+
+
+def mask_rated(scores: Tensor, indptr: Tensor, items: Tensor, users: Tensor, known: Tensor,
+               pos: Optional[Tensor] = None) -> None:
+    """Set the scores (B, I) of the items each user rated to -inf, in place.
+
+    Parameters
+    ----------
+    scores : Tensor, (B, I)
+    indptr : Tensor, (m + 1,), int64
+    items : Tensor, (nnz,), int64
+        The rated items as CSR by user: user u rated ``items[indptr[u]:indptr[u + 1]]``.
+    users : Tensor, (B,), int64
+        Valid user indices, one per row of ``scores``.
+    known : Tensor, (B,), bool
+        Rows to mask (an unknown user rated nothing).
+    pos : Tensor, (n_items,), int64, optional
+        Each item's column in ``scores`` (-1: not a candidate); None when column = item.
+    """
+    starts = indptr[users]
+    counts = torch.where(known, indptr[users + 1] - starts, 0)
+    total = int(counts.sum())
+    if total == 0:
+        return
+    row = torch.repeat_interleave(torch.arange(users.numel(), device=scores.device), counts)
+    first = torch.cumsum(counts, 0) - counts
+    offset = torch.arange(total, device=scores.device) - torch.repeat_interleave(first, counts)
+    col = items[torch.repeat_interleave(starts, counts) + offset]
+    if pos is None:
+        scores[row, col] = -math.inf
+        return
+    col = pos[col]
+    keep = col >= 0
+    scores[row[keep], col[keep]] = -math.inf
 
 
 def _check_n(n: Any) -> None:
@@ -96,8 +162,7 @@ class ServingMixin:
             uc = u[s:s + chunk]
             known = uc < self.n_users_
             ui = torch.where(known, uc, 0)
-            scores = (W[ui] * known[:, None]) @ Hc.t() + bic[None, :]
-            scores += (self.global_mean_ + torch.where(known, bu[ui], 0))[:, None]
+            scores = score_block(W, Hc, bu, bic, self.global_mean_, ui, known)
             if exclude_seen:
                 self._mask_seen(scores, ui, known, pos)
             top, idx = scores.topk(n_out, dim=1)
@@ -109,22 +174,8 @@ class ServingMixin:
         return out_items, out_scores
 
     def _mask_seen(self, scores: Tensor, users: Tensor, known: Tensor, pos: Tensor) -> None:
-        """Set scores (B, I) of the items each user rated in fit to -inf.
-
-        users (B,) are valid indices, known (B,) bool marks the real ones, pos
-        (n_items,) is each item's column in ``scores`` (-1: not a candidate).
-        """
-        starts = self._seen_indptr[users]
-        counts = torch.where(known, self._seen_indptr[users + 1] - starts, 0)
-        total = int(counts.sum())
-        if total == 0:
-            return
-        row = torch.repeat_interleave(torch.arange(users.numel(), device=scores.device), counts)
-        first = torch.cumsum(counts, 0) - counts
-        offset = torch.arange(total, device=scores.device) - torch.repeat_interleave(first, counts)
-        col = pos[self._seen_items[torch.repeat_interleave(starts, counts) + offset]]
-        keep = col >= 0
-        scores[row[keep], col[keep]] = -math.inf
+        """Set scores (B, I) of the items each user rated in fit to -inf (:func:`mask_rated`)."""
+        mask_rated(scores, self._seen_indptr, self._seen_items, users, known, pos)
 
     def _similar(self, side: str, x: Any, n: int, raw_ids: bool) -> Tuple[Any, Tensor]:
         """The n rows of one side's factors most similar (cosine) to each of ``x`` (B,)."""
