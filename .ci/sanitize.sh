@@ -14,7 +14,7 @@ USE_CUDA=0 MFEXT_SANITIZE=1 MFEXT_PORTABLE=1 python3 setup.py -q build_ext --inp
 asan=$(gcc -print-file-name=libasan.so)
 ubsan=$(gcc -print-file-name=libubsan.so)
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(tests/test_ops.py tests/test_bad_inputs.py tests/test_fuzz_ops.py tests/test_robustness.py -k "not beyond_32_bits")
+[ ${#tests[@]} -gt 0 ] || tests=(tests/ops/test_loss_parity.py tests/ops/test_loss_bad_inputs.py tests/ops/test_loss_fuzz.py tests/ops/test_thread_counts_and_limits.py -k "not beyond_32_bits")
 log="$work/sanitizer.log"
 set +e
 # Python itself leaks by design: leak checking off; every other report aborts.

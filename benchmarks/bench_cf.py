@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import mfext  # noqa: E402
-from mfext import _cf_solvers as solvers  # noqa: E402
+from mfext.recommenders import solvers  # noqa: E402
 from mfext import datasets as ds  # noqa: E402
 
 TARGET_RMSE = 0.865
@@ -71,10 +71,10 @@ def machine_info(threads: int) -> dict:
     }
 
 
-def problem(train: ds.Ratings, biases: bool = True) -> solvers.Problem:
+def problem(train: ds.Ratings, biases: bool = True) -> solvers.RatingsProblem:
     vals = train.vals.float()
-    return solvers.Problem(train.rows, train.cols, vals, train.n_users, train.n_items,
-                           float(vals.double().mean()), biases, False)
+    return solvers.RatingsProblem(train.rows, train.cols, vals, train.n_users, train.n_items,
+                                  float(vals.double().mean()), biases, False)
 
 
 def epoch_times(solver, repeat: int) -> list:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mfext  # noqa: E402
-from mfext import _cf_solvers as solvers  # noqa: E402
+from mfext.recommenders import solvers  # noqa: E402
 from mfext import cf_ops  # noqa: E402
 from mfext import datasets as ds  # noqa: E402
 import bench_cuda as bc  # noqa: E402  (its DEVICE, timer and facts serve this script too)
@@ -49,7 +49,7 @@ CUMF_SGD_EPOCH_S = 0.156  # cuMF_SGD, Netflix, k = 128 (Xie et al., HPDC 2017), 
 TARGET_EPOCH_S = 0.1
 
 
-def netflix_like(shape, nnz: int, seed: int = 0) -> solvers.Problem:
+def netflix_like(shape, nnz: int, seed: int = 0) -> solvers.RatingsProblem:
     """(rows, cols, vals) drawn uniformly on `shape` (Netflix's), ratings ~ 3.6 +/- 1."""
     m, n = shape
     dev = bc.DEVICE
@@ -66,17 +66,17 @@ def netflix_like(shape, nnz: int, seed: int = 0) -> solvers.Problem:
         vals[s:s + chunk] = 3.6 + (W0[r] * H0[c]).sum(1)
     vals += 0.3 * torch.randn(nnz, device=dev, generator=g)
     mu = float(vals.double().mean())
-    return solvers.Problem(rows, cols, vals, m, n, mu, True, False)
+    return solvers.RatingsProblem(rows, cols, vals, m, n, mu, True, False)
 
 
-def fresh_factors(p: solvers.Problem, seed: int = 1) -> solvers.Factors:
+def fresh_factors(p: solvers.RatingsProblem, seed: int = 1) -> solvers.Factors:
     g, dev = generator(seed), bc.DEVICE
     return solvers.Factors(torch.randn(p.m, RANK, device=dev, generator=g) * 0.1,
                            torch.randn(p.n, RANK, device=dev, generator=g) * 0.1,
                            torch.zeros(p.m, device=dev), torch.zeros(p.n, device=dev))
 
 
-def bench_sgd(p: solvers.Problem, reps: int) -> dict:
+def bench_sgd(p: solvers.RatingsProblem, reps: int) -> dict:
     nnz = p.rows.numel()
     out = {}
     for mode in ("hogwild", "blocked"):
@@ -113,7 +113,7 @@ def bench_sgd(p: solvers.Problem, reps: int) -> dict:
     return out
 
 
-def bench_als(p: solvers.Problem, reps: int) -> dict:
+def bench_als(p: solvers.RatingsProblem, reps: int) -> dict:
     f = fresh_factors(p)
     solver = solvers.AlsSolver(p, f, reg=0.05, bias_reg=0.05, exponent=0.75)
     t = device_time(lambda: solver.epoch(0), reps=reps, warmup=1)

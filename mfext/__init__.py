@@ -13,7 +13,7 @@ from .cuda import cuda_check_errors
 from .factorize import DivergenceError, FactorizeResult, factorize
 from .ops import dense_loss, dense_loss_grad, sparse_loss, sparse_loss_grad
 from . import datasets, metrics, training
-from .estimator import MatrixFactorization
+from .recommenders import MatrixFactorization
 
 __version__ = "0.1.0"
 

@@ -52,23 +52,3 @@ __all__ = [
     "sgd_epoch_", "als_normal_equations", "als_solve", "sparse_dot", "bucket_sort",
     "cuda_check_errors", "dense_path",
 ]
-
-
-# TEMP SHIM: remove when tests import the new path (mfext.ops.dense.masked_weighted).
-# A test patches mfext.ops._masked_weighted to see when the backward forms the
-# residual; the backwards now read masked_weighted from .dense and .sparse, so a
-# patch of the old name is passed on to them.
-import sys as _sys  # noqa: E402
-import types as _types  # noqa: E402
-
-from ._autograd import masked_weighted as _masked_weighted  # noqa: E402
-
-
-class _ForwardPatches(_types.ModuleType):
-    def __setattr__(self, name: str, value: object) -> None:
-        if name == "_masked_weighted":
-            dense.masked_weighted = sparse.masked_weighted = value
-        super().__setattr__(name, value)
-
-
-_sys.modules[__name__].__class__ = _ForwardPatches

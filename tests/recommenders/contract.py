@@ -9,7 +9,9 @@ recommend (n, exclude_seen, include lists, filter_items, raw ids, unknown users)
 similar_items/similar_users, fold_in and partial_fit_users/partial_fit_items, the
 save/load round trip, ``to(device)``, bad inputs (a clear error naming the argument, the
 model untouched) and determinism. Import it with ``from contract import
-RecommenderContract`` (pytest puts this folder on ``sys.path``).
+RecommenderContract`` (pytest puts this folder on ``sys.path``); the helpers it shares
+with other folders come from ``tests/helpers.py``. Its bad-input tables count toward
+tests/test_bad_input_coverage.py.
 """
 from __future__ import annotations
 
@@ -21,11 +23,10 @@ import numpy as np
 import pytest
 import torch
 
-import mfext
 from mfext import datasets as ds
+from helpers import HAS_CUDA
 
 N_USERS, N_ITEMS = 24, 18
-HAS_CUDA = torch.cuda.is_available() and mfext.build_info()["cuda"]
 FORMS = ["ratings", "scipy_coo", "scipy_csr", "torch_coo", "torch_csr", "triple", "dense_nan"]
 
 
@@ -110,6 +111,116 @@ def assert_same(model, snap: Dict[str, Any]) -> None:
 
 def seen_items(r: ds.Ratings, user: int) -> set:
     return set(r.cols[r.rows == user].tolist())
+
+
+def assert_refused(model, call, exc, match: str) -> None:
+    """``call(model)`` raises ``exc`` with a message matching ``match``; the model is as it was."""
+    before = snapshot(model)
+    with pytest.raises(exc, match=match):
+        call(model)
+    assert_same(model, before)
+
+
+# Bad arguments of similar_users, partial_fit_users, partial_fit_items and to(): name ->
+# (a call on a model fit on make_ratings(), the exception, a message that starts with
+# the argument's name). The model must be left exactly as it was.
+_X = (torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([1.0, 2.0]))  # two rows
+
+SIMILAR_USERS_CASES = {
+    "negative_user": (lambda m: m.similar_users([-1]), ValueError,
+                      r"^users must hold non-negative ids; users\[0\] = -1"),
+    "float_user": (lambda m: m.similar_users([0.5]), ValueError,
+                   r"^users must hold integer ids; users\[0\] = 0.5"),
+    "unknown_user": (lambda m: m.similar_users([N_USERS]), ValueError,
+                     rf"^users holds an id unknown to the model \({N_USERS} users\)"),
+    "unknown_raw_user": (lambda m: m.similar_users(["nobody"], raw_ids=True), ValueError,
+                         r"^users holds an id unknown to the model"),
+    "raw_ids_as_indices": (lambda m: m.similar_users(["user00"]), TypeError,
+                           r"^users must hold numbers, got strings"),
+    "users_2d": (lambda m: m.similar_users([[0, 1]]), ValueError,
+                 r"^users must be 1-D, got shape \(1, 2\)"),
+    "users_on_meta": (lambda m: m.similar_users(torch.tensor([0], device="meta")), ValueError,
+                      r"^users is on meta"),
+    "user_beyond_int64": (lambda m: m.similar_users(np.array([1e19])), ValueError,
+                          r"^users\[0\] = 1e\+19 does not fit in int64"),
+    "n_zero": (lambda m: m.similar_users([0], n=0), ValueError,
+               r"^n must be a positive integer, got 0"),
+    "n_negative": (lambda m: m.similar_users([0], n=-3), ValueError,
+                   r"^n must be a positive integer, got -3"),
+    "n_float": (lambda m: m.similar_users([0], n=2.5), ValueError,
+                r"^n must be a positive integer, got 2.5"),
+    "n_bool": (lambda m: m.similar_users([0], n=True), ValueError,
+               r"^n must be a positive integer, got True"),
+}
+
+PARTIAL_FIT_USERS_CASES = {
+    "duplicate_ids": (lambda m: m.partial_fit_users(["user01", "user01"], _X), ValueError,
+                      r"^user_ids must be distinct"),
+    "fewer_ids_than_rows": (lambda m: m.partial_fit_users(["user01"], _X), ValueError,
+                            r"^X: row 1 has no entry in user_ids \(1 ids\)"),
+    "ids_2d": (lambda m: m.partial_fit_users([["user01", "user02"]], _X), ValueError,
+               r"^user_ids must be 1-D, got shape \(1, 2\)"),
+    "new_index_on_a_model_with_raw_ids": (
+        lambda m: m.partial_fit_users([N_USERS + 5, 1], _X, raw_ids=False), ValueError,
+        r"^user_ids: a model with raw user ids needs raw ids for new users"),
+    "negative_index": (lambda m: m.partial_fit_users([-1, 1], _X, raw_ids=False), ValueError,
+                       r"^user_ids must hold non-negative ids; user_ids\[0\] = -1"),
+    "float_index": (lambda m: m.partial_fit_users([0.5, 1], _X, raw_ids=False), ValueError,
+                    r"^user_ids must hold integer ids; user_ids\[0\] = 0.5"),
+    "raw_ids_not_bool": (lambda m: m.partial_fit_users(["user01", "user02"], _X, raw_ids=1),
+                         TypeError, r"^raw_ids must be a bool, got 1"),
+    "X_unsupported": (lambda m: m.partial_fit_users(["user01"], "ratings.csv"), TypeError,
+                      r"^X: unsupported input of type str"),
+    "X_pair": (lambda m: m.partial_fit_users(["user01", "user02"], _X[:2]), TypeError,
+               r"^X: a tuple or list input must be \(rows, cols, vals\)"),
+    "X_negative_row": (lambda m: m.partial_fit_users(["user01", "user02"],
+                                                     (_X[0] - 1, _X[1], _X[2])),
+                       ValueError, r"^X rows must hold non-negative ids"),
+    "X_nan_rating": (lambda m: m.partial_fit_users(["user01", "user02"],
+                                                   (_X[0], _X[1], torch.tensor([1.0, math.nan]))),
+                     ValueError, r"^X: rating 1 is nan"),
+    "X_unknown_item": (lambda m: m.partial_fit_users(["user01", "user02"],
+                                                     (_X[0], torch.tensor([0, N_ITEMS]), _X[2])),
+                       ValueError, r"^X: the item of rating 1 is unknown to the model"),
+    "X_on_meta": (lambda m: m.partial_fit_users(["user01", "user02"],
+                                                tuple(t.to("meta") for t in _X)),
+                  ValueError, r"^X rows is a meta tensor"),
+}
+
+PARTIAL_FIT_ITEMS_CASES = {
+    "duplicate_ids": (lambda m: m.partial_fit_items([1000, 1000], _X), ValueError,
+                      r"^item_ids must be distinct"),
+    "fewer_ids_than_rows": (lambda m: m.partial_fit_items([1000], _X), ValueError,
+                            r"^X: row 1 has no entry in item_ids \(1 ids\)"),
+    "ids_2d": (lambda m: m.partial_fit_items([[1000, 1010]], _X), ValueError,
+               r"^item_ids must be 1-D, got shape \(1, 2\)"),
+    "new_index_on_a_model_with_raw_ids": (
+        lambda m: m.partial_fit_items([N_ITEMS + 5, 1], _X, raw_ids=False), ValueError,
+        r"^item_ids: a model with raw item ids needs raw ids for new items"),
+    "raw_ids_not_bool": (lambda m: m.partial_fit_items([1000, 1010], _X, raw_ids="yes"),
+                         TypeError, r"^raw_ids must be a bool, got 'yes'"),
+    "X_unsupported": (lambda m: m.partial_fit_items([1000, 1010], "x"), TypeError,
+                      r"^X: unsupported input of type str"),
+    "X_negative_col": (lambda m: m.partial_fit_items([1000, 1010], (_X[0], _X[1] - 1, _X[2])),
+                       ValueError, r"^X cols must hold non-negative ids"),
+    "X_inf_rating": (lambda m: m.partial_fit_items([1000, 1010],
+                                                   (_X[0], _X[1], torch.tensor([1.0, math.inf]))),
+                     ValueError, r"^X: rating 1 is inf"),
+    "X_unknown_user": (lambda m: m.partial_fit_items([1000, 1010],
+                                                     (_X[0], torch.tensor([0, N_USERS]), _X[2])),
+                       ValueError, r"^X: the user of rating 1 is unknown to the model"),
+}
+
+_NOT_A_DEVICE = r"^device must be a device such as 'cpu' or 'cuda:0', got "
+TO_CASES = {
+    "meta": ("meta", r"^device='meta' cannot hold the model: meta tensors hold no data"),
+    "garbage_string": ("no such device", _NOT_A_DEVICE + "'no such device'"),
+    "unknown_device_type": ("gpu7", _NOT_A_DEVICE + "'gpu7'"),
+    "float": (3.5, _NOT_A_DEVICE + "3.5"),
+    "none": (None, _NOT_A_DEVICE + "None"),
+    "list": (["cpu"], _NOT_A_DEVICE + r"\['cpu'\]"),
+    "absent_gpu_index": ("cuda:99", r"^device='cuda:99' cannot hold the model: "),
+}
 
 
 class RecommenderContract:
@@ -391,6 +502,25 @@ class RecommenderContract:
         for call, match in cases:
             with pytest.raises(ValueError, match=match):
                 call()
+
+    @pytest.mark.parametrize("case", sorted(SIMILAR_USERS_CASES))
+    def test_similar_users_bad_input(self, fresh, case):
+        assert_refused(fresh, *SIMILAR_USERS_CASES[case])
+
+    @pytest.mark.parametrize("case", sorted(PARTIAL_FIT_USERS_CASES))
+    def test_partial_fit_users_bad_input(self, fresh, case):
+        assert_refused(fresh, *PARTIAL_FIT_USERS_CASES[case])
+
+    @pytest.mark.parametrize("case", sorted(PARTIAL_FIT_ITEMS_CASES))
+    def test_partial_fit_items_bad_input(self, fresh, case):
+        assert_refused(fresh, *PARTIAL_FIT_ITEMS_CASES[case])
+
+    @pytest.mark.parametrize("case", sorted(TO_CASES))
+    def test_to_bad_device(self, fresh, case):
+        device, match = TO_CASES[case]
+        where = fresh.user_factors_.device
+        assert_refused(fresh, lambda m: m.to(device), ValueError, match)
+        assert fresh.user_factors_.device == where and fresh.item_factors_.device == where
 
     # ------------------------------------------------------------------ params, determinism
 
