@@ -2,8 +2,10 @@
 # Runs the CUDA kernels on the CPU under csrc/cuda/emu/emu.h (every CUDA thread
 # a std::thread, WMMA emulated) with AddressSanitizer and UBSan, against a
 # float64 reference: their index math, bounds, barriers and error paths get
-# tested on machines without a GPU. CI runs the full set; --quick is a shorter
-# run for development.
+# tested on machines without a GPU. The tests live in tests/cuda/emu/ (one
+# program per op, <op>_test.cpp) and include the kernels' headers as
+# "cuda/<op>.h" (-Icsrc). CI runs the full set; --quick is a shorter run for
+# development.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
@@ -11,15 +13,15 @@ trap 'rm -rf "$out"' EXIT
 CXX=${CXX:-g++}
 flags=(-std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
        -fno-sanitize-recover=undefined -pthread -DMFEXT_CUDA_EMU -Wall -Werror
-       -Wno-unknown-pragmas -Wno-unused-function)
+       -Wno-unknown-pragmas -Wno-unused-function -Icsrc)
 objs=()
 for src in csrc/cuda/*.cu; do
   obj="$out/$(basename "$src").o"
   "$CXX" "${flags[@]}" -x c++ -c "$src" -o "$obj" &
   objs+=("$obj")
 done
-# Each csrc/cuda/emu/*_test.cpp is its own program over every kernel object.
-tests=(csrc/cuda/emu/*_test.cpp)
+# Each tests/cuda/emu/*_test.cpp is its own program over every kernel object.
+tests=(tests/cuda/emu/*_test.cpp)
 for src in "${tests[@]}"; do
   "$CXX" "${flags[@]}" -c "$src" -o "$out/$(basename "$src").o" &
 done

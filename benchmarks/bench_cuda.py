@@ -217,7 +217,7 @@ def dense_crossover(size: Sizes, reps: int) -> dict:
     faster = [r["k"] for r in rows if "fused_ms" in r and r["tiled_ms"] < r["fused_ms"]]
     return {"m": m, "n": n, "rows": rows,
             "tiled_faster_from_k": faster[0] if faster else None,
-            "note": "auto uses fused for k <= 64 (csrc/cuda/kernels.h kDenseFusedMaxK)"}
+            "note": "auto uses fused for k <= 64 (csrc/cuda/dense_loss_grad.h kDenseFusedMaxK)"}
 
 
 def sparse_inputs(shape: Tuple[int, int], nnz: int, k: int, seed: int, sort_rows: bool = False):

@@ -1,10 +1,11 @@
+// Argument checks of the ALS ops (see als_checks.h).
 #include "als_checks.h"
 
 #include <ATen/Dispatch.h>
 
 #include <cmath>
 
-#include "checks.h"
+#include "tensor_checks.h"
 
 namespace mfext {
 

@@ -1,5 +1,6 @@
 // CUDA implementation of mfext::als_normal_equations and mfext::als_solve:
-// checks, allocation, stream and row order (kernels in als.cu).
+// checks, allocation, stream, row order and the typed parameters of the
+// kernels (als.h).
 //
 // The argument checks are the CPU op's own (../als_checks.h); the indptr and
 // indices values are checked on the GPU by the validation kernel, which turns
@@ -34,23 +35,21 @@ AlsSizes checked(const char* op, const at::Tensor& indptr, const at::Tensor& ind
   return s;
 }
 
-// What both ops share: the device guard, contiguous inputs, the row order and
-// the kernels' arguments.
-struct AlsCall {
+// What both ops share: the device guard, contiguous inputs and the row order.
+struct AlsInputs {
   AlsSizes s;
   c10::cuda::CUDAGuard guard;
   at::Tensor indptr, indices, vals, F, offset, reg, order;
   DeviceInfo dev;
-  AlsArgs args;
 
-  AlsCall(const char* op, bool solve,
-          const at::Tensor& indptr_,                     // (R + 1,) int64
-          const at::Tensor& indices_,                    // (nnz,) int32/int64
-          const at::Tensor& vals_,                       // (nnz,)
-          const at::Tensor& F_,                          // (n, d)
-          const std::optional<at::Tensor>& col_offset,   // (n,) or None
-          const at::Tensor& reg_diag,                    // (d,)
-          double count_exponent)
+  AlsInputs(const char* op,
+            const at::Tensor& indptr_,                     // (R + 1,) int64
+            const at::Tensor& indices_,                    // (nnz,) int32/int64
+            const at::Tensor& vals_,                       // (nnz,)
+            const at::Tensor& F_,                          // (n, d)
+            const std::optional<at::Tensor>& col_offset,   // (n,) or None
+            const at::Tensor& reg_diag,                    // (d,)
+            double count_exponent)
       : s(checked(op, indptr_, indices_, vals_, F_, col_offset, reg_diag, count_exponent)),
         guard(F_.device()),
         indptr(indptr_.contiguous()),
@@ -66,27 +65,33 @@ struct AlsCall {
       const at::Tensor counts = indptr.narrow(0, 1, s.R) - indptr.narrow(0, 0, s.R);  // (R,)
       order = at::argsort(counts, /*stable=*/true, /*dim=*/0, /*descending=*/true);  // (R,)
     }
-    args.indptr = indptr.const_data_ptr<int64_t>();
-    args.indices = indices.const_data_ptr();
-    args.idx64 = indices.scalar_type() == at::kLong;
-    args.vals = vals.const_data_ptr();
-    args.F = F.const_data_ptr();
-    args.col_offset = offset.defined() ? offset.const_data_ptr() : nullptr;
-    args.reg_diag = reg.const_data_ptr();
-    args.count_exponent = count_exponent;
-    args.order = order.defined() ? order.const_data_ptr<int64_t>() : nullptr;
-    args.R = s.R;
-    args.n = s.n;
-    args.d = s.d;
-    args.nnz = s.nnz;
-    args.dtype = F.scalar_type() == at::kDouble ? DType::f64 : DType::f32;
-    args.mailbox = mailbox_for(F.device());
-    TORCH_CHECK(als_supported(args, solve, dev), op, ": d = ", s.d,
-                " is too large for the CUDA kernels (one row of F must fit in shared memory)");
   }
 
-  at::Tensor workspace(bool solve) const {
-    const size_t bytes = als_workspace_bytes(args, solve, dev);
+  // The kernels' parameters, filled once; raises when d is too large for them.
+  template <typename T, typename I>
+  AlsParams<T, I> params(const char* op, bool solve, double count_exponent) const {
+    AlsParams<T, I> p;
+    p.indptr = indptr.const_data_ptr<int64_t>();
+    p.indices = indices.const_data_ptr<I>();
+    p.vals = vals.const_data_ptr<T>();
+    p.F = F.const_data_ptr<T>();
+    p.col_offset = offset.defined() ? offset.const_data_ptr<T>() : nullptr;
+    p.reg_diag = reg.const_data_ptr<T>();
+    p.count_exponent = count_exponent;
+    p.order = order.defined() ? order.const_data_ptr<int64_t>() : nullptr;
+    p.R = s.R;
+    p.n = s.n;
+    p.d = s.d;
+    p.nnz = s.nnz;
+    p.mailbox = mailbox_for(F.device());
+    TORCH_CHECK(als_supported(p, solve, dev), op, ": d = ", s.d,
+                " is too large for the CUDA kernels (one row of F must fit in shared memory)");
+    return p;
+  }
+
+  template <typename T, typename I>
+  at::Tensor workspace(const AlsParams<T, I>& p, bool solve) const {
+    const size_t bytes = als_workspace_bytes(p, solve, dev);
     return at::empty({static_cast<int64_t>(bytes)}, F.options().dtype(at::kByte));
   }
 };
@@ -96,15 +101,20 @@ std::tuple<at::Tensor, at::Tensor> als_normal_equations_cuda(
     const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& vals,
     const at::Tensor& F, const std::optional<at::Tensor>& col_offset, const at::Tensor& reg_diag,
     double count_exponent) {
-  const AlsCall c(kOpNormal, false, indptr, indices, vals, F, col_offset, reg_diag,
-                  count_exponent);
-  at::Tensor gram = at::empty({c.s.R, c.s.d, c.s.d}, F.options());
-  at::Tensor rhs = at::empty({c.s.R, c.s.d}, F.options());
-  at::Tensor ws = c.workspace(false);
-  MFEXT_CUDA_LAUNCHED(als_normal_equations_launch(c.args, gram.data_ptr(), rhs.data_ptr(),
-                                                  ws.data_ptr(), ws.numel(), c.dev,
-                                                  c10::cuda::getCurrentCUDAStream()));
-  return {gram, rhs};
+  const AlsInputs c(kOpNormal, indptr, indices, vals, F, col_offset, reg_diag, count_exponent);
+  return dispatch_value_index(
+      kOpNormal, F.scalar_type(), indices.scalar_type(), [&](auto value, auto index) {
+        using T = typename decltype(value)::type;
+        using I = typename decltype(index)::type;
+        const AlsParams<T, I> p = c.params<T, I>(kOpNormal, false, count_exponent);
+        at::Tensor gram = at::empty({c.s.R, c.s.d, c.s.d}, F.options());
+        at::Tensor rhs = at::empty({c.s.R, c.s.d}, F.options());
+        at::Tensor ws = c.workspace(p, false);
+        MFEXT_CUDA_LAUNCHED(als_normal_equations_launch(
+            p, gram.data_ptr<T>(), rhs.data_ptr<T>(), ws.data_ptr(), ws.numel(), c.dev,
+            c10::cuda::getCurrentCUDAStream()));
+        return std::make_tuple(gram, rhs);
+      });
 }
 
 // Returns x: (R, d).
@@ -112,13 +122,18 @@ at::Tensor als_solve_cuda(const at::Tensor& indptr, const at::Tensor& indices,
                           const at::Tensor& vals, const at::Tensor& F,
                           const std::optional<at::Tensor>& col_offset,
                           const at::Tensor& reg_diag, double count_exponent) {
-  const AlsCall c(kOpSolve, true, indptr, indices, vals, F, col_offset, reg_diag,
-                  count_exponent);
-  at::Tensor x = at::empty({c.s.R, c.s.d}, F.options());
-  at::Tensor ws = c.workspace(true);
-  MFEXT_CUDA_LAUNCHED(als_solve_launch(c.args, x.data_ptr(), ws.data_ptr(), ws.numel(), c.dev,
-                                       c10::cuda::getCurrentCUDAStream()));
-  return x;
+  const AlsInputs c(kOpSolve, indptr, indices, vals, F, col_offset, reg_diag, count_exponent);
+  return dispatch_value_index(
+      kOpSolve, F.scalar_type(), indices.scalar_type(), [&](auto value, auto index) {
+        using T = typename decltype(value)::type;
+        using I = typename decltype(index)::type;
+        const AlsParams<T, I> p = c.params<T, I>(kOpSolve, true, count_exponent);
+        at::Tensor x = at::empty({c.s.R, c.s.d}, F.options());
+        at::Tensor ws = c.workspace(p, true);
+        MFEXT_CUDA_LAUNCHED(als_solve_launch(p, x.data_ptr<T>(), ws.data_ptr(), ws.numel(),
+                                             c.dev, c10::cuda::getCurrentCUDAStream()));
+        return x;
+      });
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
-// Device helpers shared by the CUDA kernels: no torch, only CUDA headers and
-// ../element_math.h. With MFEXT_CUDA_EMU defined the same code compiles as plain C++
-// against emu/emu.h, a CPU emulation used to test the kernels without a GPU.
+// Device helpers shared by the CUDA kernels (*_kernel.cu): the launch macros,
+// 16-byte vector loads and stores, warp and block sums, and the Status
+// updates. No torch, only CUDA headers and ../element_math.h. With
+// MFEXT_CUDA_EMU defined the same code compiles as plain C++ against
+// emu/emu.h, a CPU emulation used to test the kernels without a GPU.
 #pragma once
 
 #ifdef MFEXT_CUDA_EMU
@@ -21,7 +23,8 @@
 #include <cstdint>
 
 #include "../element_math.h"
-#include "kernels.h"
+#include "errors.h"
+#include "types.h"
 
 // Variadic so that template arguments' commas need no parentheses.
 #define MFEXT_RETURN_IF_ERROR(...)                \

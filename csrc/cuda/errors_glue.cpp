@@ -1,4 +1,5 @@
-// Device facts, the sync-free error mailbox and the dense path switch.
+// The host side of errors.h and glue.h: device facts, the sync-free error
+// mailbox (its memory and the messages it raises) and the dense path switch.
 //
 // Why a mailbox: checking indices or weights on the host would need a device
 // synchronization in every call. Instead the kernels skip bad entries, the loss

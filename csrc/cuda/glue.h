@@ -1,11 +1,15 @@
-// Shared pieces of the CUDA glue (torch side): device facts, the error
-// mailbox, the dense path switch, and launch checking.
+// Shared pieces of the CUDA glue (the torch side, *_glue.cpp): device facts,
+// the error mailbox, the dense path switch, launch checking, and the dtype
+// dispatch that turns tensors into the kernels' typed parameters.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 
-#include "kernels.h"
+#include <cstdint>
+
+#include "errors.h"
+#include "types.h"
 
 namespace mfext {
 namespace cuda {
@@ -27,6 +31,37 @@ void raise_pending_errors();
 // benchmarks (mfext._C._set_cuda_dense_path).
 int dense_path();
 void set_dense_path(int path);
+
+// A type as a value, for the generic lambdas of the dispatch helpers:
+// `[&](auto value, auto index) { using T = typename decltype(value)::type; ... }`.
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// Calls f(TypeTag<T>{}) with T the C++ type of a float32 or float64 tensor: the
+// one place where a value dtype becomes the T of an <Op>Params<T, I>. The op's
+// checks have already accepted the dtype; anything else is an internal error.
+template <typename F>
+decltype(auto) dispatch_value(const char* op, at::ScalarType value, F&& f) {
+  TORCH_CHECK(value == at::kFloat || value == at::kDouble, op,
+              ": internal error: no CUDA kernel for dtype ", value);
+  if (value == at::kFloat) return f(TypeTag<float>{});
+  return f(TypeTag<double>{});
+}
+
+// Calls f(TypeTag<T>{}, TypeTag<I>{}) with T the C++ type of a float32/float64
+// value tensor and I that of an int32/int64 index tensor (rows, cols, indices).
+template <typename F>
+decltype(auto) dispatch_value_index(const char* op, at::ScalarType value, at::ScalarType index,
+                                    F&& f) {
+  TORCH_CHECK(index == at::kInt || index == at::kLong, op,
+              ": internal error: no CUDA kernel for index dtype ", index);
+  return dispatch_value(op, value, [&](auto value_tag) -> decltype(auto) {
+    if (index == at::kInt) return f(value_tag, TypeTag<int32_t>{});
+    return f(value_tag, TypeTag<int64_t>{});
+  });
+}
 
 }  // namespace cuda
 }  // namespace mfext

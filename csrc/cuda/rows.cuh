@@ -1,5 +1,6 @@
 // Rows of factor matrices read by groups of lanes: the layout shared by the
-// kernels that score an entry as W[row] . Ht[col] (sparse.cu, sparse_dot.cu).
+// kernels that score an entry as W[row] . Ht[col] (sparse_loss_grad_kernel.cu,
+// sparse_dot_kernel.cu, sgd_epoch_kernel.cu).
 // A row of k elements is cut into chunks of V elements (one 16-byte vector, or
 // one element when k or the pointers do not allow it), and a group of
 // 2^lanes_log2 lanes (at most a warp) reads it: chunk c belongs to lane c % lanes.

@@ -69,7 +69,7 @@ def test_concurrent_python_threads_get_correct_results():
 # SAME inputs with 1, 2, 3 and 4 torch threads and must give bitwise the 1-thread
 # result (and that result must match a float64 reference). The shapes are picked to
 # reach every code path of the CPU kernels (their chunking depends on the shapes
-# only, see csrc/cpu/sparse_loss_grad.cpp and dense_loss_grad.cpp).
+# only, see csrc/cpu/sparse_loss_grad_kernel.cpp and dense_loss_grad_kernel.cpp).
 
 THREAD_COUNTS = (1, 2, 3, 4)
 
