@@ -73,9 +73,12 @@ class Report:
 
     Attributes
     ----------
-    loss : Tensor (0-dim) or float
+    loss : Tensor (0-dim), float or None
         The monitored training loss. A tensor may still be on the device: the
-        loop reads it once.
+        loop reads it once. None: not measured at this step (the record has
+        no loss and ``tol`` does not apply); a solver that measures no loss
+        reports NaN when its state is not finite, so that the divergence
+        guard still applies.
     snapshot : object
         The state ``loss`` belongs to, in a form the solver will not mutate
         (what :meth:`Solver.restore` takes back).
@@ -83,7 +86,7 @@ class Report:
         Further entries of this step's record, after the loss.
     """
 
-    loss: Union[Tensor, float]
+    loss: Union[Tensor, float, None]
     snapshot: Any
     metrics: Optional[Dict[str, float]] = None
 
@@ -178,6 +181,7 @@ def train(
     first_step: int = 0,
     evaluate: Optional[Callable[[], Dict[str, float]]] = None,
     select: Optional[str] = None,
+    maximize: bool = False,
     patience: Optional[int] = None,
     callback: Optional[Callable[[int, Record, Any], Optional[bool]]] = None,
     progress: Optional[str] = None,
@@ -210,7 +214,9 @@ def train(
         ``evaluate() -> dict`` of further metrics (validation), called at each
         logged step whose loss is finite, with the solver at that step's state.
     select : str, optional
-        A record key to minimize: tracks ``best_step``.
+        A record key to minimize (or maximize): tracks ``best_step``.
+    maximize : bool
+        Whether a larger ``select`` is better.
     patience : int, optional
         Early stopping: stop when ``select`` has not improved for this many
         steps, and restore the best step's snapshot at the end.
@@ -277,12 +283,15 @@ def train(
             except LossOverflow:
                 raise diverged(step, math.inf, it) from None
             if report is not None:
-                value = float(report.loss)  # the loop's only host synchronization
+                # The loop's only host synchronization.
+                value = None if report.loss is None else float(report.loss)
                 last_logged = it
-                if any_rank(not math.isfinite(value)):
-                    raise diverged(step, value, it)
+                if any_rank(value is not None and not math.isfinite(value)):
+                    raise diverged(step, math.nan if value is None else value, it)
                 good, good_step = report.snapshot, step
-                record: Record = {step_name: step, loss_name: value}
+                record: Record = {step_name: step}
+                if value is not None:
+                    record[loss_name] = value
                 if report.metrics:
                     record.update(report.metrics)
                 if evaluate is not None:
@@ -291,21 +300,25 @@ def train(
                 history.append(record)
                 if bar is not None:
                     bar.update(it + 1 - bar.n)
-                    bar.set_postfix({loss_name: f"{value:.4e}"})
+                    if value is not None:
+                        bar.set_postfix({loss_name: f"{value:.4e}"})
                 if verbose:
                     _print_record(record)
-                if select is not None and record.get(select, math.inf) < best_value:
-                    best_value, best_step = record[select], step
+                score = record.get(select, -math.inf if maximize else math.inf) if select else None
+                if score is not None and (-score if maximize else score) < best_value:
+                    best_value, best_step = (-score if maximize else score), step
                     if patience is not None:
                         best = report.snapshot
                 if callback is not None and callback(step, record, report.snapshot):
                     stop_reason = "callback"
                     break
-                if (tol > 0 and previous is not None and abs(previous - value)
+                if (tol > 0 and value is not None and previous is not None
+                        and abs(previous - value)
                         <= tol * max(abs(previous), abs(value)) + resolution):
                     stop_reason = "tol"
                     break
-                previous = value
+                if value is not None:
+                    previous = value
                 if patience is not None and best_step is not None and step - best_step >= patience:
                     stop_reason = "early_stopping"
                     break

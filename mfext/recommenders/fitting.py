@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..training import DivergenceError, TrainingResult, train
+from ..training import DivergenceError, Solver, TrainingResult, train
 from .solvers import RatingsSolver
 
 __all__ = ["fit_solver", "rating_validation"]
@@ -46,26 +46,35 @@ def rating_validation(model: Any, solver: RatingsSolver,
     return evaluate
 
 
-def fit_solver(model: Any, solver: RatingsSolver, *, max_iter: int,
+def fit_solver(model: Any, solver: Solver, *, max_iter: int,
                evaluate: Optional[Callable[[], Dict[str, float]]], patience: Optional[int],
                describe_divergence: Callable[[int, float, Optional[int]], str],
-               start: float) -> None:
+               start: float, loss_name: str = "train_rmse", select: Optional[str] = None,
+               maximize: bool = False) -> None:
     """Train ``solver`` for up to ``max_iter`` epochs and publish the fit on ``model``.
 
     Parameters
     ----------
     model : a recommender inside ``fit`` (the blank model the fit builds)
-    solver : RatingsSolver
+    solver : Solver
+        A recommender solver: it holds its factors as ``solver.f``
+        (:class:`~mfext.recommenders.solvers.Factors`).
     max_iter : int
         Epochs at most.
     evaluate : callable, optional
-        Validation metrics (``val_rmse`` first: the early-stopping metric).
+        Validation metrics.
     patience : int, optional
         Early-stopping rounds; the best epoch's factors are restored.
     describe_divergence : callable
         ``(epoch, value, last finite epoch or None) -> message``.
     start : float
         ``time.perf_counter()`` at the start of the fit.
+    loss_name : str
+        The record key of the training loss.
+    select : str, optional
+        The early-stopping metric (default with ``evaluate``: ``val_rmse``).
+    maximize : bool
+        Whether a larger ``select`` is better.
 
     Raises
     ------
@@ -74,9 +83,11 @@ def fit_solver(model: Any, solver: RatingsSolver, *, max_iter: int,
         the loop's :class:`~mfext.training.TrainingResult`).
     """
     try:
-        run = train(solver, max_iter=max_iter, loss_name="train_rmse", step_name="epoch",
-                    first_step=1, evaluate=evaluate,
-                    select="val_rmse" if evaluate is not None else None, patience=patience,
+        if select is None and evaluate is not None:
+            select = "val_rmse"
+        run = train(solver, max_iter=max_iter, loss_name=loss_name, step_name="epoch",
+                    first_step=1, evaluate=evaluate, select=select, maximize=maximize,
+                    patience=patience,
                     verbose=bool(model.verbose), comm=model._comm,
                     describe_divergence=describe_divergence, start=start)
     except DivergenceError as err:
@@ -85,7 +96,7 @@ def fit_solver(model: Any, solver: RatingsSolver, *, max_iter: int,
     _publish(model, solver, run)
 
 
-def _publish(model: Any, solver: RatingsSolver, run: TrainingResult) -> None:
+def _publish(model: Any, solver: Solver, run: TrainingResult) -> None:
     model.history_ = run.history
     model.best_epoch_ = run.best_step
     model.n_iter_ = run.n_iter
