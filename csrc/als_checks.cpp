@@ -16,7 +16,9 @@ void check_als_exponent(const char* op, double count_exponent) {
 
 AlsSizes check_als_args(const char* op, const at::Tensor& indptr, const at::Tensor& indices,
                         const at::Tensor& vals, const at::Tensor& F,
-                        const std::optional<at::Tensor>& col_offset, const at::Tensor& reg_diag) {
+                        const std::optional<at::Tensor>& col_offset, const at::Tensor& reg_diag,
+                        const std::optional<at::Tensor>& base,
+                        const std::optional<at::Tensor>& weight) {
   TORCH_CHECK(indptr.defined() && indptr.layout() == at::kStrided && indptr.dim() == 1 &&
                   indptr.scalar_type() == at::kLong && indptr.size(0) >= 1,
               op, ": argument 'indptr' must be a non-empty 1-D int64 tensor (R + 1,), got shape ",
@@ -44,6 +46,22 @@ AlsSizes check_als_args(const char* op, const at::Tensor& indptr, const at::Tens
     check_same_device(op, "F", F, "col_offset", *col_offset);
     TORCH_CHECK(col_offset->size(0) == n, op, ": col_offset must have shape (n,) = (", n,
                 ",) to match F of shape ", F.sizes(), ", got ", col_offset->sizes());
+  }
+  if (base.has_value()) {
+    check_float_tensor(op, "base", *base, 2, false);
+    check_same_dtype(op, "F", F, "base", *base);
+    check_same_device(op, "F", F, "base", *base);
+    TORCH_CHECK(base->size(0) == d && base->size(1) == d, op,
+                ": base must have shape (d, d) = (", d, ", ", d, ") to match F of shape ",
+                F.sizes(), ", got ", base->sizes());
+  }
+  if (weight.has_value()) {
+    check_float_tensor(op, "weight", *weight, 1, false);
+    check_same_dtype(op, "F", F, "weight", *weight);
+    check_same_device(op, "F", F, "weight", *weight);
+    TORCH_CHECK(weight->size(0) == indices.size(0), op,
+                ": indices and weight must have the same length, got ", indices.size(0), " and ",
+                weight->size(0));
   }
   return {indptr.size(0) - 1, n, d, indices.size(0)};
 }

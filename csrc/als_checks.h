@@ -17,10 +17,13 @@ struct AlsSizes {
 void check_als_exponent(const char* op, double count_exponent);
 
 // indptr: (R + 1,) int64, indices: (nnz,) int32/int64, vals: (nnz,), F: (n, d),
-// col_offset: (n,) or None, reg_diag: (d,); dtypes, shapes and devices.
+// col_offset: (n,) or None, reg_diag: (d,), base: (d, d) or None, weight: (nnz,) or
+// None; dtypes, shapes and devices.
 AlsSizes check_als_args(const char* op, const at::Tensor& indptr, const at::Tensor& indices,
                         const at::Tensor& vals, const at::Tensor& F,
-                        const std::optional<at::Tensor>& col_offset, const at::Tensor& reg_diag);
+                        const std::optional<at::Tensor>& col_offset, const at::Tensor& reg_diag,
+                        const std::optional<at::Tensor>& base,
+                        const std::optional<at::Tensor>& weight);
 
 // reg_diag's values, for a device that can read them without a synchronization
 // (the CPU; CUDA checks them in its validation kernel with the same message):

@@ -37,17 +37,26 @@ TORCH_LIBRARY(mfext, m) {
   // ALS normal equations, one k x k system per row of a CSR matrix.
   // indptr: (R + 1,) int64 offsets into indices/vals, indices: (nnz,) int32/int64 column
   // ids, vals: (nnz,), F: (n, d) fixed factors, col_offset: (n,) subtracted from vals
-  // per column or None, reg_diag: (d,) scaled by (row count)^count_exponent.
-  // Returns gram: (R, d, d), rhs: (R, d).
+  // per column or None, reg_diag: (d,) scaled by (row count)^count_exponent, base: (d, d)
+  // added to every row's Gram matrix or None, weight: (nnz,) per-entry weights of the Gram
+  // terms or None. Returns gram: (R, d, d), rhs: (R, d).
   m.def(
       "als_normal_equations(Tensor indptr, Tensor indices, Tensor vals, Tensor F, "
-      "Tensor? col_offset, Tensor reg_diag, float count_exponent) "
-      "-> (Tensor gram, Tensor rhs)");
+      "Tensor? col_offset, Tensor reg_diag, float count_exponent, Tensor? base=None, "
+      "Tensor? weight=None) -> (Tensor gram, Tensor rhs)");
   // The same systems solved row by row (Cholesky), without storing the Gram matrices.
   // Arguments as in als_normal_equations. Returns x: (R, d) with gram[r] x[r] = rhs[r].
   m.def(
       "als_solve(Tensor indptr, Tensor indices, Tensor vals, Tensor F, Tensor? col_offset, "
-      "Tensor reg_diag, float count_exponent) -> Tensor");
+      "Tensor reg_diag, float count_exponent, Tensor? base=None, Tensor? weight=None) "
+      "-> Tensor");
+  // Implicit-feedback ALS: A x (or A x - b) of every row's normal equations, for CG.
+  // out[r] = X[r] @ gram + sum_e (weight[e] * (Y[c] . X[r]) - target[e]) * Y[c],
+  // c = indices[e]. indptr: (R + 1,) int64, indices: (nnz,) int32/int64, weight: (nnz,),
+  // Y: (n, d), gram: (d, d) symmetric, X: (R, d), target: (nnz,) or None. Returns (R, d).
+  m.def(
+      "implicit_als_matvec(Tensor indptr, Tensor indices, Tensor weight, Tensor Y, "
+      "Tensor gram, Tensor X, Tensor? target=None) -> Tensor");
   // Internal: out[e] = W[rows[e]] . H_t[cols[e]]. rows, cols: (nnz,) int32/int64,
   // W: (m, k), H_t: (n, k). Returns (nnz,).
   m.def("_sparse_dot(Tensor rows, Tensor cols, Tensor W, Tensor H_t) -> Tensor");

@@ -2,10 +2,13 @@
 // their TORCH_LIBRARY_IMPL). The per-row least-squares problems of ALS, built
 // from the observed entries only. Row r (a user when solving for users, an
 // item when solving for items) owns the entries e in [indptr[r], indptr[r + 1]):
-//   gram[r] = sum_e f_c f_c^T + diag(reg_diag) * n_r^count_exponent
+//   gram[r] = base + sum_e w_e f_c f_c^T + diag(reg_diag) * n_r^count_exponent
 //   rhs[r]  = sum_e (vals[e] - col_offset[c]) f_c,       c = indices[e]
-// with f_c = F[c] (the fixed factors of the other side, one row per column id).
-// A row without entries gets gram = I and rhs = 0 (its solution is 0).
+// with f_c = F[c] (the fixed factors of the other side, one row per column id),
+// w_e = weight[e] (1 without weight) and base a (d, d) matrix shared by every
+// row (0 without base; implicit-feedback ALS passes Y^T Y there and the
+// confidences minus one as the weights). A row without entries gets gram = I
+// and rhs = 0 (its solution is 0).
 //
 // Two ops share the builder:
 //   als_normal_equations -> (gram (R, d, d), rhs (R, d)), for a batched solve
@@ -58,15 +61,19 @@ struct AlsProblem {
   const scalar_t* vals;        // (nnz,)
   const scalar_t* F;           // (n, d) row-major
   const scalar_t* col_offset;  // (n,) or null
+  const scalar_t* base;        // (d, d) row-major, symmetric, or null
+  const scalar_t* weight;      // (nnz,) or null
   const scalar_t* reg_diag;    // (d,)
   double count_exponent;  // 0: plain ridge, 1: ALS-WR (proportional to n_r)
   int64_t d;
 };
 
-// Lower triangle of G^T G into A (d x d, row-major). G: (cnt, dp), zero-padded.
-template <typename scalar_t>
-void gram_lower_kernel(const scalar_t* __restrict G, int64_t cnt, int64_t dp, int64_t d,
-                       scalar_t* __restrict A) {
+// Lower triangle of G^T diag(w) G into A (d x d, row-major). G: (cnt, dp),
+// zero-padded; w: (cnt,) when kWeighted (each entry's row of G scaled by its
+// weight on one side of the product, so a zero or tiny weight needs no sqrt).
+template <bool kWeighted, typename scalar_t>
+void gram_lower_kernel(const scalar_t* __restrict G, const scalar_t* __restrict w, int64_t cnt,
+                       int64_t dp, int64_t d, scalar_t* __restrict A) {
   constexpr int64_t L = lanes<scalar_t>();
   for (int64_t p0 = 0; p0 < d; p0 += kTileRows) {
     const int64_t q_end = std::min<int64_t>(p0 + kTileRows, d);  // tiles touching the triangle
@@ -74,8 +81,9 @@ void gram_lower_kernel(const scalar_t* __restrict G, int64_t cnt, int64_t dp, in
       scalar_t acc[kTileRows][L] = {};
       for (int64_t e = 0; e < cnt; ++e) {
         const scalar_t* g = G + e * dp;
+        const scalar_t we = kWeighted ? w[e] : scalar_t(1);
         for (int r = 0; r < kTileRows; ++r) {
-          const scalar_t a = g[p0 + r];
+          const scalar_t a = kWeighted ? we * g[p0 + r] : g[p0 + r];
 #pragma omp simd
           for (int64_t c = 0; c < L; ++c) acc[r][c] += a * g[q0 + c];
         }
@@ -112,7 +120,16 @@ int64_t build_row(const AlsProblem<scalar_t, index_t>& p, int64_t r, scalar_t* A
 #pragma omp simd
     for (int64_t q = 0; q < d; ++q) b[q] += t * f[q];
   }
-  gram_lower_kernel(G.data(), cnt, dp, d, A);
+  if (p.weight) {
+    gram_lower_kernel<true>(G.data(), p.weight + e0, cnt, dp, d, A);
+  } else {
+    gram_lower_kernel<false>(G.data(), static_cast<const scalar_t*>(nullptr), cnt, dp, d, A);
+  }
+  if (p.base) {  // the shared term, lower triangle
+    for (int64_t q = 0; q < d; ++q) {
+      for (int64_t t = 0; t <= q; ++t) A[q * d + t] += p.base[q * d + t];
+    }
+  }
   const scalar_t scale =
       p.count_exponent == 0.0   ? scalar_t(1)
       : p.count_exponent == 1.0 ? static_cast<scalar_t>(cnt)
@@ -220,7 +237,7 @@ int64_t als_solve_kernel(const AlsProblem<scalar_t, index_t>& p, int64_t R, scal
 }
 
 struct Checked {
-  at::Tensor indptr, indices, vals, F, offset, reg;
+  at::Tensor indptr, indices, vals, F, offset, reg, base, weight;
   int64_t R, d;
 };
 
@@ -231,8 +248,11 @@ Checked check_als_inputs(const char* op,
                          const at::Tensor& vals,                       // (nnz,)
                          const at::Tensor& F,                          // (n, d)
                          const std::optional<at::Tensor>& col_offset,  // (n,) or None
-                         const at::Tensor& reg_diag) {                 // (d,)
-  const AlsSizes s = check_als_args(op, indptr, indices, vals, F, col_offset, reg_diag);
+                         const at::Tensor& reg_diag,                   // (d,)
+                         const std::optional<at::Tensor>& base,        // (d, d) or None
+                         const std::optional<at::Tensor>& weight) {    // (nnz,) or None
+  const AlsSizes s =
+      check_als_args(op, indptr, indices, vals, F, col_offset, reg_diag, base, weight);
   const int64_t n = s.n, nnz = s.nnz;
   Checked c;
   c.R = s.R;
@@ -249,6 +269,8 @@ Checked check_als_inputs(const char* op,
   c.F = F.contiguous();
   c.reg = reg_diag.contiguous();
   if (col_offset.has_value()) c.offset = col_offset->contiguous();
+  if (base.has_value()) c.base = base->contiguous();
+  if (weight.has_value()) c.weight = weight->contiguous();
   AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "als_check_indices", [&] {
     const index_t* idx = c.indices.const_data_ptr<index_t>();
     const int64_t lo = ip[0], hi = ip[c.R];  // only the span the rows read is checked
@@ -268,6 +290,8 @@ AlsProblem<scalar_t, index_t> make_problem(const Checked& c, double count_expone
           c.vals.const_data_ptr<scalar_t>(),
           c.F.const_data_ptr<scalar_t>(),
           c.offset.defined() ? c.offset.const_data_ptr<scalar_t>() : nullptr,
+          c.base.defined() ? c.base.const_data_ptr<scalar_t>() : nullptr,
+          c.weight.defined() ? c.weight.const_data_ptr<scalar_t>() : nullptr,
           c.reg.const_data_ptr<scalar_t>(),
           count_exponent,
           c.d};
@@ -277,9 +301,11 @@ AlsProblem<scalar_t, index_t> make_problem(const Checked& c, double count_expone
 std::tuple<at::Tensor, at::Tensor> als_normal_equations_cpu(
     const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& vals,
     const at::Tensor& F, const std::optional<at::Tensor>& col_offset, const at::Tensor& reg_diag,
-    double count_exponent) {
+    double count_exponent, const std::optional<at::Tensor>& base,
+    const std::optional<at::Tensor>& weight) {
   check_als_exponent(kOpNormal, count_exponent);
-  const Checked c = check_als_inputs(kOpNormal, indptr, indices, vals, F, col_offset, reg_diag);
+  const Checked c = check_als_inputs(kOpNormal, indptr, indices, vals, F, col_offset, reg_diag,
+                                     base, weight);
   at::Tensor gram = at::empty({c.R, c.d, c.d}, F.options());
   at::Tensor rhs = at::empty({c.R, c.d}, F.options());
   AT_DISPATCH_FLOATING_TYPES(F.scalar_type(), "als_normal_equations_cpu", [&] {
@@ -295,9 +321,11 @@ std::tuple<at::Tensor, at::Tensor> als_normal_equations_cpu(
 at::Tensor als_solve_cpu(const at::Tensor& indptr, const at::Tensor& indices,
                          const at::Tensor& vals, const at::Tensor& F,
                          const std::optional<at::Tensor>& col_offset, const at::Tensor& reg_diag,
-                         double count_exponent) {
+                         double count_exponent, const std::optional<at::Tensor>& base,
+                         const std::optional<at::Tensor>& weight) {
   check_als_exponent(kOpSolve, count_exponent);
-  const Checked c = check_als_inputs(kOpSolve, indptr, indices, vals, F, col_offset, reg_diag);
+  const Checked c = check_als_inputs(kOpSolve, indptr, indices, vals, F, col_offset, reg_diag,
+                                     base, weight);
   at::Tensor x = at::empty({c.R, c.d}, F.options());
   AT_DISPATCH_FLOATING_TYPES(F.scalar_type(), "als_solve_cpu", [&] {
     AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "als_solve_cpu_index", [&] {

@@ -28,9 +28,13 @@ constexpr const char* kOpSolve = "mfext::als_solve";
 AlsSizes checked(const char* op, const at::Tensor& indptr, const at::Tensor& indices,
                  const at::Tensor& vals, const at::Tensor& F,
                  const std::optional<at::Tensor>& col_offset, const at::Tensor& reg_diag,
-                 double count_exponent) {
+                 double count_exponent, const std::optional<at::Tensor>& base,
+                 const std::optional<at::Tensor>& weight) {
   check_als_exponent(op, count_exponent);
-  const AlsSizes s = check_als_args(op, indptr, indices, vals, F, col_offset, reg_diag);
+  const AlsSizes s =
+      check_als_args(op, indptr, indices, vals, F, col_offset, reg_diag, base, weight);
+  TORCH_CHECK(!base.has_value() && !weight.has_value(), op,
+              ": base and weight are not implemented on CUDA yet");
   raise_pending_errors();
   return s;
 }
@@ -49,8 +53,11 @@ struct AlsInputs {
             const at::Tensor& F_,                          // (n, d)
             const std::optional<at::Tensor>& col_offset,   // (n,) or None
             const at::Tensor& reg_diag,                    // (d,)
-            double count_exponent)
-      : s(checked(op, indptr_, indices_, vals_, F_, col_offset, reg_diag, count_exponent)),
+            double count_exponent,
+            const std::optional<at::Tensor>& base,         // (d, d) or None
+            const std::optional<at::Tensor>& weight)       // (nnz,) or None
+      : s(checked(op, indptr_, indices_, vals_, F_, col_offset, reg_diag, count_exponent, base,
+                  weight)),
         guard(F_.device()),
         indptr(indptr_.contiguous()),
         indices(indices_.contiguous()),
@@ -100,8 +107,10 @@ struct AlsInputs {
 std::tuple<at::Tensor, at::Tensor> als_normal_equations_cuda(
     const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& vals,
     const at::Tensor& F, const std::optional<at::Tensor>& col_offset, const at::Tensor& reg_diag,
-    double count_exponent) {
-  const AlsInputs c(kOpNormal, indptr, indices, vals, F, col_offset, reg_diag, count_exponent);
+    double count_exponent, const std::optional<at::Tensor>& base,
+    const std::optional<at::Tensor>& weight) {
+  const AlsInputs c(kOpNormal, indptr, indices, vals, F, col_offset, reg_diag, count_exponent,
+                    base, weight);
   return dispatch_value_index(
       kOpNormal, F.scalar_type(), indices.scalar_type(), [&](auto value, auto index) {
         using T = typename decltype(value)::type;
@@ -121,8 +130,11 @@ std::tuple<at::Tensor, at::Tensor> als_normal_equations_cuda(
 at::Tensor als_solve_cuda(const at::Tensor& indptr, const at::Tensor& indices,
                           const at::Tensor& vals, const at::Tensor& F,
                           const std::optional<at::Tensor>& col_offset,
-                          const at::Tensor& reg_diag, double count_exponent) {
-  const AlsInputs c(kOpSolve, indptr, indices, vals, F, col_offset, reg_diag, count_exponent);
+                          const at::Tensor& reg_diag, double count_exponent,
+                          const std::optional<at::Tensor>& base,
+                          const std::optional<at::Tensor>& weight) {
+  const AlsInputs c(kOpSolve, indptr, indices, vals, F, col_offset, reg_diag, count_exponent,
+                    base, weight);
   return dispatch_value_index(
       kOpSolve, F.scalar_type(), indices.scalar_type(), [&](auto value, auto index) {
         using T = typename decltype(value)::type;

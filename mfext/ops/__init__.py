@@ -3,14 +3,15 @@
 One module per op family, each holding its ops' wrappers, ``register_fake``
 kernels and (for the losses) ``register_autograd`` side by side:
 
-=============  ==============================================================
-:mod:`.dense`  ``dense_loss_grad`` (fused) and ``dense_loss`` (differentiable)
-:mod:`.sparse` ``sparse_loss_grad``, ``sparse_loss`` and ``sparse_dot``
-:mod:`.sgd`    ``sgd_epoch_``: one in-place SGD epoch over observed ratings
-:mod:`.als`    ``als_normal_equations`` and ``als_solve``
-:mod:`.sort`   ``bucket_sort``: a stable counting sort by key
-:mod:`.cuda`   ``cuda_check_errors`` and ``dense_path`` (CUDA only)
-=============  ==============================================================
+================  ==============================================================
+:mod:`.dense`     ``dense_loss_grad`` (fused) and ``dense_loss`` (differentiable)
+:mod:`.sparse`    ``sparse_loss_grad``, ``sparse_loss`` and ``sparse_dot``
+:mod:`.sgd`       ``sgd_epoch_``: one in-place SGD epoch over observed ratings
+:mod:`.als`       ``als_normal_equations`` and ``als_solve``
+:mod:`.implicit`  ``implicit_als_matvec``: the product of implicit ALS's CG
+:mod:`.sort`      ``bucket_sort``: a stable counting sort by key
+:mod:`.cuda`      ``cuda_check_errors`` and ``dense_path`` (CUDA only)
+================  ==============================================================
 
 :mod:`._fake` holds the checks every fake kernel shares, :mod:`._autograd` the
 backward and vmap pieces the two losses share. Importing this package
@@ -39,16 +40,18 @@ not torch.func. The solver ops (``sgd_epoch_``, ``als_*``) and the internal ops
 """
 from __future__ import annotations
 
-from . import als, cuda, dense, sgd, sort, sparse
+from . import als, cuda, dense, implicit, sgd, sort, sparse
 from .als import als_normal_equations, als_solve
 from .cuda import cuda_check_errors, dense_path
 from .dense import dense_loss, dense_loss_grad
+from .implicit import implicit_als_matvec
 from .sgd import sgd_epoch_
 from .sort import bucket_sort
 from .sparse import sparse_dot, sparse_loss, sparse_loss_grad
 
 __all__ = [
     "dense_loss_grad", "sparse_loss_grad", "dense_loss", "sparse_loss",
-    "sgd_epoch_", "als_normal_equations", "als_solve", "sparse_dot", "bucket_sort",
+    "sgd_epoch_", "als_normal_equations", "als_solve", "implicit_als_matvec", "sparse_dot",
+    "bucket_sort",
     "cuda_check_errors", "dense_path",
 ]

@@ -1,0 +1,50 @@
+#include "implicit_als_matvec_checks.h"
+
+#include "tensor_checks.h"
+
+namespace mfext {
+
+ImplicitSizes check_implicit_matvec_args(const char* op, const at::Tensor& indptr,
+                                         const at::Tensor& indices, const at::Tensor& weight,
+                                         const at::Tensor& Y, const at::Tensor& gram,
+                                         const at::Tensor& X,
+                                         const std::optional<at::Tensor>& target) {
+  TORCH_CHECK(indptr.defined() && indptr.layout() == at::kStrided && indptr.dim() == 1 &&
+                  indptr.scalar_type() == at::kLong && indptr.size(0) >= 1,
+              op, ": argument 'indptr' must be a non-empty 1-D int64 tensor (R + 1,), got shape ",
+              indptr.sizes(), " and dtype ", indptr.scalar_type());
+  check_index_tensor(op, "indices", indices);
+  check_float_tensor(op, "weight", weight, 1, false);
+  check_float_tensor(op, "Y", Y, 2, false);
+  check_float_tensor(op, "gram", gram, 2, false);
+  check_float_tensor(op, "X", X, 2, false);
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"weight", &weight},
+                                {"gram", &gram}, {"X", &X}}) {
+    check_same_dtype(op, "Y", Y, name, *t);
+  }
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"indptr", &indptr},
+                                {"indices", &indices}, {"weight", &weight}, {"gram", &gram},
+                                {"X", &X}}) {
+    check_same_device(op, "Y", Y, name, *t);
+  }
+  const int64_t R = indptr.size(0) - 1, n = Y.size(0), d = Y.size(1), nnz = indices.size(0);
+  TORCH_CHECK(d >= 1, op, ": Y must have at least one column, got shape ", Y.sizes());
+  TORCH_CHECK(weight.size(0) == nnz, op, ": indices and weight must have the same length, got ",
+              nnz, " and ", weight.size(0));
+  TORCH_CHECK(gram.size(0) == d && gram.size(1) == d, op, ": gram must have shape (d, d) = (", d,
+              ", ", d, ") to match Y of shape ", Y.sizes(), ", got ", gram.sizes());
+  TORCH_CHECK(X.size(0) == R && X.size(1) == d, op, ": X must have shape (R, d) = (", R, ", ", d,
+              ") to match indptr (R + 1 = ", R + 1, ") and Y of shape ", Y.sizes(), ", got ",
+              X.sizes());
+  if (target.has_value()) {
+    check_float_tensor(op, "target", *target, 1, false);
+    check_same_dtype(op, "Y", Y, "target", *target);
+    check_same_device(op, "Y", Y, "target", *target);
+    TORCH_CHECK(target->size(0) == nnz, op,
+                ": indices and target must have the same length, got ", nnz, " and ",
+                target->size(0));
+  }
+  return {R, n, d, nnz};
+}
+
+}  // namespace mfext
