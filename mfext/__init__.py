@@ -2,7 +2,7 @@
 
 ``import mfext`` registers the ops under ``torch.ops.mfext``. The public names:
 the ops (:mod:`mfext.ops`), :func:`factorize` (:mod:`mfext.dense`),
-:class:`MatrixFactorization` (:mod:`mfext.recommenders`), the shared training
+:class:`MatrixFactorization` and :class:`ImplicitALS` (:mod:`mfext.recommenders`), the shared training
 loop's :class:`DivergenceError` (:mod:`mfext.training`), :mod:`mfext.datasets`
 (loaders, splits) and :mod:`mfext.metrics` (ranking metrics at k).
 """
@@ -13,7 +13,7 @@ from .cuda import cuda_check_errors
 from .factorize import DivergenceError, FactorizeResult, factorize
 from .ops import dense_loss, dense_loss_grad, sparse_loss, sparse_loss_grad
 from . import datasets, metrics, training
-from .recommenders import MatrixFactorization
+from .recommenders import ImplicitALS, MatrixFactorization
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ __all__ = [
     "FactorizeResult",
     "DivergenceError",
     "MatrixFactorization",
+    "ImplicitALS",
     "datasets",
     "metrics",
 ]

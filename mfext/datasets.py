@@ -23,9 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# to_implicit is public too; it joins __all__ once tests/test_hardening.py, whose
-# registry of bad-input tests walks __all__, lists it (its tests: tests/data/test_splits.py).
-__all__ = ["Ratings", "load_movielens", "train_test_split", "synthetic_ratings"]
+__all__ = ["Ratings", "load_movielens", "train_test_split", "synthetic_ratings", "to_implicit"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 

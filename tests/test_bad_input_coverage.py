@@ -1,8 +1,10 @@
 """Every public entry point beyond the ops has bad-input tests.
 
 The entry points are ``mfext.factorize``, every public method of
-``MatrixFactorization`` (and its hyperparameters), the public callables of
-``mfext.datasets`` and the CLI. Each bad input must give a clear
+``MatrixFactorization`` (and its hyperparameters), ``ImplicitALS``'s
+hyperparameters and ``fit`` (its other methods are the recommender base's,
+which the shared contract covers for every model), the public callables of
+``mfext.datasets`` and ``mfext.metrics``, and the CLI. Each bad input must give a clear
 ``ValueError``/``TypeError`` (or a documented error type) naming the argument,
 never a crash, hang, deep traceback or garbage. The tests live with their
 capability (tests/dense, tests/recommenders, tests/data, tests/cli); ``COVERED``
@@ -68,6 +70,13 @@ COVERED = {
     "datasets.Ratings": [f"{_DATA}::DATASETS_CASES[Ratings]"],
     "datasets.train_test_split": [f"{_DATA}::DATASETS_CASES[train_test_split]"],
     "datasets.synthetic_ratings": [f"{_DATA}::DATASETS_CASES[synthetic_ratings]"],
+    "datasets.to_implicit": ["data/test_splits.py::test_to_implicit_bad_arguments"],
+    "ImplicitALS(hyperparameters)": [
+        "recommenders/test_implicit_als.py::test_bad_parameters_name_themselves"],
+    "ImplicitALS.fit": ["recommenders/test_implicit_als.py::test_negative_or_nan_values_are_refused",
+                        "recommenders/test_implicit_als.py::test_bad_validation"],
+    **{f"metrics.{name}": ["metrics/test_ranking_metrics.py::test_bad_input_names_the_argument"]
+       for name in mfext.metrics.__all__ if callable(getattr(mfext.metrics, name))},
     "cli": ["cli/test_cli_bad_inputs.py::CLI_CASES"],
     "sgd_epoch_ (aliasing)": ["ops/test_sgd_epoch_bad_inputs.py::ALIAS_CASES",
                               "ops/test_sgd_epoch_bad_inputs.py::INPUT_ALIAS_CASES"],
@@ -80,7 +89,10 @@ def _public_entry_points() -> set:
     methods = {f"MatrixFactorization.{name}" for name in dir(MatrixFactorization)
                if not name.startswith("_") and callable(getattr(MatrixFactorization, name))}
     return (methods | {f"datasets.{name}" for name in mfext.datasets.__all__}
-            | {"factorize", "MatrixFactorization(hyperparameters)", "cli"})
+            | {f"metrics.{name}" for name in mfext.metrics.__all__
+               if callable(getattr(mfext.metrics, name))}
+            | {"factorize", "MatrixFactorization(hyperparameters)", "cli",
+               "ImplicitALS(hyperparameters)", "ImplicitALS.fit"})
 
 
 def _resolve(source: str):

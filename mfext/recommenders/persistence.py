@@ -122,6 +122,20 @@ def _write_atomic(state: Dict[str, Any], path: str, who: str) -> None:
         raise
 
 
+def saved_format(path: "os.PathLike[str] | str") -> Optional[str]:
+    """The ``format`` field of a file written by ``save`` (the model class), or None.
+
+    None for anything else: no file, an unreadable or foreign file. The class's
+    own ``load`` then gives the precise error.
+    """
+    try:
+        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any failure: the class's load explains it
+        return None
+    fmt = state.get("format") if isinstance(state, dict) else None
+    return fmt if isinstance(fmt, str) else None
+
+
 class PersistenceMixin:
     """``save`` and ``load`` of the fitted state the recommender base defines."""
 

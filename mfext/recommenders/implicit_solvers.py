@@ -1,0 +1,211 @@
+"""The implicit-feedback ALS solver of :class:`~mfext.recommenders.ImplicitALS`.
+
+Hu, Koren and Volinsky (2008): every user-item pair counts, with preference
+``p_ui = 1`` where the user interacted (``r_ui > 0``) and 0 elsewhere, and
+confidence ``c_ui = 1 + alpha * r_ui`` (``"linear"``) or ``1 + alpha * log(1 +
+r_ui / epsilon)`` (``"log"``) on the interactions, 1 elsewhere. The objective::
+
+    L = sum_{u, i} c_ui (p_ui - x_u . y_i)^2 + reg (sum_u |x_u|^2 + sum_i |y_i|^2)
+
+is minimized by alternating exact or approximate least-squares solves of all
+users (items fixed), then of all items. The m x n matrix is never formed: each
+half-step uses ``Y^T Y`` once plus a sparse correction over the observed
+entries of each row (:mod:`mfext.ops.implicit`).
+
+This module owns the interactions in both CSR orders (:class:`ImplicitProblem`),
+the confidences, the two half-steps (``"cg"``: a few conjugate-gradient steps
+for all rows at once, warm-started from the current factors, as implicit does;
+``"cholesky"``: the exact solve), the full objective computed without the m x
+n matrix, and the solver of the shared loop (:class:`ImplicitAlsSolver`). The
+loop itself is :mod:`mfext.training`'s; the model's parameters and serving are
+:mod:`mfext.recommenders.implicit_als`'s and the base's.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ..ops.als import als_solve
+from ..ops.implicit import implicit_als_matvec
+from ..ops.sparse import sparse_dot
+from ..training import Report, Solver
+from .inputs import csr_by
+from .solvers import Factors
+
+__all__ = ["ImplicitProblem", "ImplicitAlsSolver", "confidence", "implicit_half_step",
+           "implicit_objective", "interactions", "csr_side"]
+
+# implicit's threshold: a row whose residual norm^2 is below it has converged.
+_CG_CONVERGED = 1e-20
+
+
+def interactions(rows: Tensor, cols: Tensor, vals: Tensor, n_cols: int
+                 ) -> Tuple[Tensor, Tensor, Tensor]:
+    """Sum duplicate (row, col) entries and drop the zeros: one entry per interaction.
+
+    rows, cols (nnz,) int64 and vals (nnz,) in canonical (row, col) order;
+    returns the same with each pair once and ``vals > 0``.
+    """
+    if rows.numel() == 0:
+        return rows, cols, vals
+    key = rows * n_cols + cols
+    uniq, inverse = torch.unique_consecutive(key, return_inverse=True)
+    if uniq.numel() != key.numel():
+        summed = torch.zeros(uniq.numel(), dtype=vals.dtype, device=vals.device)
+        summed.index_add_(0, inverse, vals)
+        first = torch.ones(key.numel(), dtype=torch.bool, device=key.device)
+        first[1:] = key[1:] != key[:-1]  # canonical order: duplicates are adjacent
+        rows, cols, vals = rows[first], cols[first], summed
+    keep = vals > 0
+    if not bool(keep.all()):
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    return rows, cols, vals
+
+
+def confidence(vals: Tensor, alpha: float, kind: str, epsilon: float) -> Tensor:
+    """``c - 1`` (nnz,) of each interaction: ``alpha r`` or ``alpha log(1 + r / epsilon)``."""
+    if kind == "linear":
+        return vals * alpha
+    return torch.log1p(vals / epsilon) * alpha
+
+
+@dataclass
+class _Side:
+    """One CSR order of the interactions: the rows to solve and their entries (:func:`csr_side`)."""
+
+    indptr: Tensor   # (R + 1,) int64
+    indices: Tensor  # (nnz,) int32/int64 ids of the other side
+    weight: Tensor   # (nnz,) c - 1
+    target: Tensor   # (nnz,) c  (= c p: the preference is 1 on every entry)
+
+
+def csr_side(keys: Tensor, others: Tensor, weight: Tensor, n_keys: int, n_others: int) -> _Side:
+    indptr, order = csr_by(keys, n_keys)
+    idx = torch.int32 if n_others < 2**31 else torch.int64
+    w = weight[order].contiguous()
+    return _Side(indptr, others[order].to(idx).contiguous(), w, (w + 1).contiguous())
+
+
+@dataclass
+class ImplicitProblem:
+    """The interactions on the model's device and dtype, in both CSR orders.
+
+    rows, cols (nnz,) int64 and weight (nnz,) (``c - 1``) in (user, item)
+    order, one entry per interacting pair.
+    """
+
+    rows: Tensor
+    cols: Tensor
+    weight: Tensor
+    m: int
+    n: int
+
+    def __post_init__(self) -> None:
+        self.users = csr_side(self.rows, self.cols, self.weight, self.m, self.n)
+        self.items = csr_side(self.cols, self.rows, self.weight, self.n, self.m)
+
+
+def _gram(Y: Tensor, reg: float) -> Tensor:
+    """``Y^T Y + reg I`` (d, d), accumulated in float64 and rounded once to Y's dtype."""
+    Yd = Y.double()
+    g = Yd.t() @ Yd
+    g.diagonal().add_(reg)
+    return g.to(Y.dtype)
+
+
+def implicit_half_step(side: _Side, Y: Tensor, X: Tensor, reg: float, method: str,
+                       cg_steps: int) -> None:
+    """Solve every row of ``side`` for its factors X (R, d), in place, with Y (n, d) fixed.
+
+    ``"cholesky"``: the exact minimizer of each row's objective. ``"cg"``:
+    ``cg_steps`` conjugate-gradient steps on the normal equations from the
+    current X, for all rows at once (each row stops when its residual norm^2
+    falls below 1e-20, as in implicit).
+    """
+    d = Y.shape[1]
+    if method == "cholesky":
+        G = _gram(Y, 0.0)
+        reg_diag = torch.full((d,), reg, dtype=Y.dtype, device=Y.device)
+        X.copy_(als_solve(side.indptr, side.indices, side.target, Y, None, reg_diag, 0.0,
+                          base=G, weight=side.weight))
+        return
+    G = _gram(Y, reg)
+    r = implicit_als_matvec(side.indptr, side.indices, side.weight, Y, G, X, side.target)
+    r.neg_()                        # r = b - A x: (R, d)
+    p = r.clone()                   # search directions: (R, d)
+    rs = r.square().sum(1)          # |r|^2 per row: (R,)
+    active = rs >= _CG_CONVERGED
+    for _ in range(cg_steps):
+        Ap = implicit_als_matvec(side.indptr, side.indices, side.weight, Y, G, p)
+        pAp = (p * Ap).sum(1)
+        # A row that converged (or whose direction vanished) takes no step.
+        a = torch.where(active & (pAp > 0), rs / pAp.where(pAp > 0, torch.ones_like(pAp)),
+                        torch.zeros_like(rs))
+        X.addcmul_(a[:, None], p)
+        r.addcmul_(a[:, None], Ap, value=-1.0)
+        rs_new = r.square().sum(1)
+        beta = torch.where(active, rs_new / rs.where(rs > 0, torch.ones_like(rs)),
+                           torch.zeros_like(rs))
+        p.mul_(beta[:, None]).add_(r)
+        active = active & (rs_new >= _CG_CONVERGED)
+        rs = rs_new
+
+
+def implicit_objective(p: ImplicitProblem, W: Tensor, Ht: Tensor, reg: float) -> float:
+    """The full objective L of the module docstring, in float64, without the m x n matrix.
+
+    ``sum over all pairs of (x.y)^2`` is ``<X^T X, Y^T Y>`` (two k x k Grams);
+    the observed pairs then add ``c (1 - s)^2 - s^2`` each (``s = x.y``). The
+    unobserved part is a sum of squares that the Gram identity gives to
+    float64 rounding of the all-pairs total, so the result is exact to about
+    1e-15 of that total.
+    """
+    Wd, Hd = W.double(), Ht.double()
+    total = float(((Wd.t() @ Wd) * (Hd.t() @ Hd)).sum())
+    s = sparse_dot(p.rows, p.cols, W, Ht).double()
+    c = p.weight.double() + 1.0
+    total += float((c * (1.0 - s).square() - s.square()).sum())
+    total += reg * float(Wd.square().sum() + Hd.square().sum())
+    return total
+
+
+class ImplicitAlsSolver(Solver):
+    """Implicit ALS as a :class:`mfext.training.Solver`: one epoch (users, then items) per step.
+
+    ``f`` holds W (m, k) and Ht (n, k), updated in place, and zero biases (the
+    model has none). With ``measure_loss`` each epoch reports
+    :func:`implicit_objective` (one extra pass over the interactions); without,
+    it reports no loss (``None``), or NaN when a factor is not finite, which
+    the loop treats as divergence.
+    """
+
+    logs_after_step = True
+
+    def __init__(self, p: ImplicitProblem, f: Factors, *, reg: float, method: str,
+                 cg_steps: int, measure_loss: bool):
+        self.p, self.f = p, f
+        self.reg, self.method, self.cg_steps = reg, method, cg_steps
+        self.measure_loss = measure_loss
+
+    def step(self, iteration: int, log: bool) -> Report:
+        p, f = self.p, self.f
+        implicit_half_step(p.users, f.Ht, f.W, self.reg, self.method, self.cg_steps)
+        implicit_half_step(p.items, f.W, f.Ht, self.reg, self.method, self.cg_steps)
+        loss: Optional[float]
+        if not f.is_finite():
+            loss = math.nan
+        elif self.measure_loss:
+            loss = implicit_objective(p, f.W, f.Ht, self.reg)
+        else:
+            loss = None
+        return Report(loss, f.clone())
+
+    def snapshot(self) -> Factors:
+        return self.f.clone()
+
+    def restore(self, snapshot: Factors) -> None:
+        self.f.copy_(snapshot)
