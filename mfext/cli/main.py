@@ -22,8 +22,10 @@ USAGE = """mfext's command line.
   mfext demo                       the toy matrix with both backends, and a timing
   mfext bench [--quick|--smoke]    the fused ops against autograd and torch.compile
   mfext bench --movielens PATH     RMSE against time for each solver (and Surprise)
-  mfext fit RATINGS --rank K --out MODEL
+  mfext bench --movielens PATH --implicit    ImplicitALS beside implicit's ALS
+  mfext fit RATINGS --rank K --out MODEL [--model implicit-als]
   mfext recommend MODEL --user ID -n 10
+  mfext evaluate MODEL TEST_FILE   ranking metrics (and RMSE) on held-out ratings
 
 A failure prints one line, "mfext COMMAND: error: ...", on stderr and exits
 with status 2 (1 for an internal error); MFEXT_DEBUG=1 shows the traceback.
@@ -67,9 +69,10 @@ def _debug() -> bool:
 def _commands() -> dict:
     """Command name -> its module (each has ``add_parser(sub)`` and ``run(args, argv)``),
     in the order ``mfext --help`` lists them."""
-    from . import bench, demo, fit, recommend
+    from . import bench, demo, evaluate, fit, recommend
 
-    return {"demo": demo, "bench": bench, "fit": fit, "recommend": recommend}
+    return {"demo": demo, "bench": bench, "fit": fit, "recommend": recommend,
+            "evaluate": evaluate}
 
 
 def _parser() -> argparse.ArgumentParser:

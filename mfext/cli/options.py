@@ -34,6 +34,7 @@ ESTIMATOR_OPTIONS: Dict[str, str] = {
     "random_state": "--seed",
     "solver": "--solver",
     "device": "--device",
+    "alpha": "--alpha",
 }
 
 

@@ -3,7 +3,7 @@
 This module owns the command's arguments, the reading of ``--user`` (a raw id
 in the model's own id type, or a user index for a model fit without raw ids)
 and the printed table. Loading, scoring and the exclusion of seen items
-belong to :class:`mfext.MatrixFactorization`; the option checks to
+belong to the model (:mod:`mfext.recommenders`); the option checks to
 :mod:`mfext.cli.options`.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from mfext import MatrixFactorization
+from mfext.recommenders import RecommenderBase, load_model
 
 from .options import check_device
 
@@ -67,7 +67,7 @@ def _matches(ids: np.ndarray, text: str) -> np.ndarray:
     return ids.astype(str) == text
 
 
-def _user_index(model: MatrixFactorization, raw: str) -> int:
+def _user_index(model: RecommenderBase, raw: str) -> int:
     """The model's index of the user given on the command line as ``raw``.
 
     A model fit on a Ratings object keeps the raw ids: ``raw`` is one of them.
@@ -102,7 +102,7 @@ def recommend_command(model_path: str, users: Sequence[str], n: int = 10,
     Parameters
     ----------
     model_path : str
-        A file written by ``MatrixFactorization.save``.
+        A file written by a recommender's ``save`` (any model).
     users : sequence of str, (B,)
         Raw user ids as in the ratings file (user indices for a model fit
         without raw ids).
@@ -123,7 +123,7 @@ def recommend_command(model_path: str, users: Sequence[str], n: int = 10,
     target = check_device(device)
     if target is None and not torch.cuda.is_available():
         target = torch.device("cpu")
-    model = MatrixFactorization.load(model_path, map_location=target)
+    model = load_model(model_path, map_location=target)
     index = [_user_index(model, u) for u in users]
     items, scores = model.recommend(index, n=n, exclude_seen=not include_seen)
     items = items.cpu().numpy()
