@@ -135,22 +135,22 @@ def implicit_half_step(side: _Side, Y: Tensor, X: Tensor, reg: float, method: st
         return
     G = _gram(Y, reg)
     r = implicit_als_matvec(side.indptr, side.indices, side.weight, Y, G, X, side.target)
-    r.neg_()                        # r = b - A x: (R, d)
-    p = r.clone()                   # search directions: (R, d)
-    rs = r.square().sum(1)          # |r|^2 per row: (R,)
+    r.neg_()                          # r = b - A x: (R, d)
+    p = r.clone()                     # search directions: (R, d)
+    rs = torch.linalg.vecdot(r, r)    # |r|^2 per row: (R,)
     active = rs >= _CG_CONVERGED
+    one = torch.ones_like(rs)
     for _ in range(cg_steps):
         Ap = implicit_als_matvec(side.indptr, side.indices, side.weight, Y, G, p)
-        pAp = (p * Ap).sum(1)
+        pAp = torch.linalg.vecdot(p, Ap)
         # A row that converged (or whose direction vanished) takes no step.
-        a = torch.where(active & (pAp > 0), rs / pAp.where(pAp > 0, torch.ones_like(pAp)),
-                        torch.zeros_like(rs))
-        X.addcmul_(a[:, None], p)
-        r.addcmul_(a[:, None], Ap, value=-1.0)
-        rs_new = r.square().sum(1)
-        beta = torch.where(active, rs_new / rs.where(rs > 0, torch.ones_like(rs)),
-                           torch.zeros_like(rs))
-        p.mul_(beta[:, None]).add_(r)
+        step = active & (pAp > 0)
+        a = torch.where(step, rs / torch.where(step, pAp, one), 0.0)[:, None]
+        X.addcmul_(a, p)
+        r.addcmul_(a, Ap, value=-1.0)
+        rs_new = torch.linalg.vecdot(r, r)
+        beta = torch.where(active, rs_new / torch.where(active, rs, one), 0.0)[:, None]
+        p = torch.addcmul(r, beta, p)
         active = active & (rs_new >= _CG_CONVERGED)
         rs = rs_new
 
