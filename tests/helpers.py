@@ -382,3 +382,42 @@ def _with(t, i, value):
     t = t.clone()
     t[i] = value
     return t
+
+
+# The input forms every recommender (and mfext.metrics) accepts, by name.
+FORMS = ["ratings", "scipy_coo", "scipy_csr", "torch_coo", "torch_csr", "triple", "dense_nan"]
+
+
+def as_form(r, form: str):
+    """The ratings ``r`` (a datasets.Ratings) in one input form of ``FORMS``.
+
+    The scipy forms skip the test where scipy is absent; ``dense_nan`` is an
+    (n_users, n_items) tensor with NaN for the missing entries.
+    """
+    import math
+    import warnings
+
+    import pytest
+    import torch
+
+    rows, cols, vals = r.rows, r.cols, r.vals
+    shape = (r.n_users, r.n_items)
+    if form == "ratings":
+        return r
+    if form.startswith("scipy"):
+        sp = pytest.importorskip("scipy.sparse")
+        coo = sp.coo_matrix((vals.numpy(), (rows.numpy(), cols.numpy())), shape=shape)
+        return coo if form == "scipy_coo" else coo.tocsr()
+    if form.startswith("torch"):
+        with warnings.catch_warnings():  # torch's notes on sparse invariants and CSR being beta
+            warnings.simplefilter("ignore", UserWarning)
+            coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape).coalesce()
+            return coo if form == "torch_coo" else coo.to_sparse_csr()
+    if form == "triple":
+        return (rows, cols, vals)
+    if form == "dense_nan":
+        dense = torch.full(shape, math.nan, dtype=vals.dtype)
+        dense[rows, cols] = vals
+        return dense
+    raise ValueError(form)
+

@@ -19,6 +19,7 @@ import mfext
 from mfext import datasets as ds
 from mfext import metrics
 from mfext.recommenders import serving
+from helpers import FORMS, as_form
 
 KEYS = ("precision", "recall", "ndcg", "map", "auc", "hit_rate")
 DATA = Path(os.environ.get("MFEXT_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -238,35 +239,13 @@ def test_model_ranks_as_recommend_does(fitted):
     assert_close(got, reference_metrics(scores, tr, te, 7))
 
 
-FORMS = ["ratings", "scipy_coo", "scipy_csr", "torch_coo", "torch_csr", "triple", "dense_nan"]
-
-
-def _as_form(r: ds.Ratings, form: str):
-    rows, cols, vals = r.rows, r.cols, r.vals
-    shape = r.shape
-    if form == "ratings":
-        return r
-    if form.startswith("scipy"):
-        sp = pytest.importorskip("scipy.sparse")
-        coo = sp.coo_matrix((vals.numpy(), (rows.numpy(), cols.numpy())), shape=shape)
-        return coo if form == "scipy_coo" else coo.tocsr()
-    if form.startswith("torch"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape).coalesce()
-            return coo if form == "torch_coo" else coo.to_sparse_csr()
-    if form == "triple":
-        return (rows, cols, vals)
-    dense = torch.full(shape, math.nan, dtype=vals.dtype)
-    dense[rows, cols] = vals
-    return dense
 
 
 @pytest.mark.parametrize("form", FORMS)
 def test_every_input_form_gives_the_same_result(fitted, form):
     model, train, test = fitted
     ref = metrics.ranking_metrics(model, train, test, k=5)
-    got = metrics.ranking_metrics(model, _as_form(train, form), _as_form(test, form), k=5)
+    got = metrics.ranking_metrics(model, as_form(train, form), as_form(test, form), k=5)
     assert_close(got, ref, tol=0.0)
 
 

@@ -16,7 +16,6 @@ tests/test_bad_input_coverage.py.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, Dict
 
 import numpy as np
@@ -24,10 +23,9 @@ import pytest
 import torch
 
 from mfext import datasets as ds
-from helpers import HAS_CUDA
+from helpers import FORMS, HAS_CUDA, as_form
 
 N_USERS, N_ITEMS = 24, 18
-FORMS = ["ratings", "scipy_coo", "scipy_csr", "torch_coo", "torch_csr", "triple", "dense_nan"]
 
 
 def make_ratings(kind: str, seed: int = 0) -> ds.Ratings:
@@ -53,30 +51,6 @@ def make_ratings(kind: str, seed: int = 0) -> ds.Ratings:
                       torch.tensor(vals, dtype=torch.float32),
                       np.array([f"user{u:02d}" for u in range(N_USERS)]),
                       np.arange(N_ITEMS) * 10 + 1000, N_USERS, N_ITEMS)
-
-
-def as_form(r: ds.Ratings, form: str) -> Any:
-    """The ratings ``r`` in one input form (scipy ones skip where scipy is absent)."""
-    rows, cols, vals = r.rows, r.cols, r.vals
-    shape = (r.n_users, r.n_items)
-    if form == "ratings":
-        return r
-    if form.startswith("scipy"):
-        sp = pytest.importorskip("scipy.sparse")
-        coo = sp.coo_matrix((vals.numpy(), (rows.numpy(), cols.numpy())), shape=shape)
-        return coo if form == "scipy_coo" else coo.tocsr()
-    if form.startswith("torch"):
-        with warnings.catch_warnings():  # torch's notes on sparse invariants and CSR being beta
-            warnings.simplefilter("ignore", UserWarning)
-            coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape).coalesce()
-            return coo if form == "torch_coo" else coo.to_sparse_csr()
-    if form == "triple":
-        return (rows, cols, vals)
-    if form == "dense_nan":
-        dense = torch.full(shape, math.nan)
-        dense[rows, cols] = vals
-        return dense
-    raise ValueError(form)
 
 
 FITTED = ("user_factors_", "item_factors_", "user_bias_", "item_bias_", "user_counts_",
