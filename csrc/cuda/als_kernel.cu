@@ -88,6 +88,12 @@ template <typename T>
 constexpr int max_solve_threads() {
   return sizeof(T) == 4 ? 384 : 256;
 }
+// The normal equations with base/weight hold the weight too: float32 takes 384
+// threads there (168 registers each; at 512 the 128-register cap spills).
+template <typename T, bool kExtras>
+constexpr int max_normal_threads() {
+  return kExtras ? max_solve_threads<T>() : max_threads<T>();
+}
 template <typename T>
 constexpr int kUnit = 16 / int(sizeof(T));  // elements per 16-byte vector
 template <typename T>
@@ -359,7 +365,8 @@ __global__ void __launch_bounds__(kValidateThreads)
 
 // gram[r] and rhs[r]; block (x, y) = (row position, tile pass).
 template <typename T, typename Idx, bool kExtras>
-__global__ void __launch_bounds__(max_threads<T>()) als_normal_equations_kernel(Params<T, Idx> p) {
+__global__ void __launch_bounds__(max_normal_threads<T, kExtras>())
+    als_normal_equations_kernel(Params<T, Idx> p) {
   if (has_error(p.status)) return;  // offsets or indices are bad: read nothing
   MFEXT_DYNAMIC_SMEM(smem);
   const Smem<T> s = carve(smem, p);
@@ -731,13 +738,15 @@ Plan make_plan(const AlsParams<T, Idx>& a, bool solve, const DeviceInfo& dev) {
   pl.nt = ceil_div(d, kTile);
   pl.dp = int(pl.nt * kTile);
   pl.tiles = tri(pl.nt);
-  const int64_t cap = solve ? (sz == 4 ? max_solve_threads<float>() : max_solve_threads<double>())
-                            : (sz == 4 ? max_threads<float>() : max_threads<double>());
+  const bool extras = a.base != nullptr || a.weight != nullptr;
+  const int64_t cap =
+      solve    ? (sz == 4 ? max_solve_threads<float>() : max_solve_threads<double>())
+      : extras ? (sz == 4 ? max_normal_threads<float, true>() : max_normal_threads<double, true>())
+               : (sz == 4 ? max_threads<float>() : max_threads<double>());
   pl.threads = int(std::min<int64_t>(cap, ceil_div(pl.tiles, kWarp) * kWarp));
   pl.passes = ceil_div(pl.tiles, pl.threads);
   const size_t row_bytes = size_t(pl.dp) * sz;
   const size_t budget = dev.smem_optin;
-  const bool extras = a.base != nullptr || a.weight != nullptr;
   auto chunk_for = [&](size_t target) {
     return int(std::max<size_t>(1, std::min<size_t>(kMaxChunk, target / row_bytes)));
   };
