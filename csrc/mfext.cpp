@@ -50,13 +50,14 @@ TORCH_LIBRARY(mfext, m) {
       "als_solve(Tensor indptr, Tensor indices, Tensor vals, Tensor F, Tensor? col_offset, "
       "Tensor reg_diag, float count_exponent, Tensor? base=None, Tensor? weight=None) "
       "-> Tensor");
-  // Implicit-feedback ALS: A x (or A x - b) of every row's normal equations, for CG.
-  // out[r] = X[r] @ gram + sum_e (weight[e] * (Y[c] . X[r]) - target[e]) * Y[c],
-  // c = indices[e]. indptr: (R + 1,) int64, indices: (nnz,) int32/int64, weight: (nnz,),
-  // Y: (n, d), gram: (d, d) symmetric, X: (R, d), target: (nnz,) or None. Returns (R, d).
+  // Implicit-feedback ALS: cg_steps conjugate-gradient steps on every row's normal
+  // equations A x = b, from the current X, in place. A = gram + sum_e weight[e] Y[c] Y[c]^T,
+  // b = sum_e (1 + weight[e]) Y[c], c = indices[e]. X: (R, d), indptr: (R + 1,) int64,
+  // indices: (nnz,) int32/int64, weight: (nnz,) >= 0, Y: (n, d), gram: (d, d) symmetric
+  // (Y^T Y + reg I), cg_steps >= 1. A row stops when |r|^2 < 1e-20 or p . Ap <= 0.
   m.def(
-      "implicit_als_matvec(Tensor indptr, Tensor indices, Tensor weight, Tensor Y, "
-      "Tensor gram, Tensor X, Tensor? target=None) -> Tensor");
+      "implicit_als_cg_(Tensor(a!) X, Tensor indptr, Tensor indices, Tensor weight, Tensor Y, "
+      "Tensor gram, int cg_steps) -> ()");
   // Internal: out[e] = W[rows[e]] . H_t[cols[e]]. rows, cols: (nnz,) int32/int64,
   // W: (m, k), H_t: (n, k). Returns (nnz,).
   m.def("_sparse_dot(Tensor rows, Tensor cols, Tensor W, Tensor H_t) -> Tensor");

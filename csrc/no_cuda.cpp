@@ -16,7 +16,7 @@ void cuda_not_built(const c10::OperatorHandle& op, torch::jit::Stack* /*stack*/)
 
 TORCH_LIBRARY_IMPL(mfext, CUDA, m) {
   for (const char* name : {"dense_loss_grad", "sparse_loss_grad", "sgd_epoch_", "als_normal_equations",
-                           "als_solve", "_sparse_dot",
+                           "als_solve", "implicit_als_cg_", "_sparse_dot",
                            "_bucket_sort"}) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&cuda_not_built>());
   }

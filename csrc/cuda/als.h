@@ -22,6 +22,8 @@ struct AlsParams {
   const T* F = nullptr;              // F: (n, d) row-major contiguous
   const T* col_offset = nullptr;     // col_offset: (n,) or null
   const T* reg_diag = nullptr;       // reg_diag: (d,)
+  const T* base = nullptr;           // base: (d, d) row-major symmetric, or null
+  const T* weight = nullptr;         // weight: (nnz,) per-entry Gram weights, or null
   double count_exponent = 0.0;
   const int64_t* order = nullptr;    // order: (R,) a permutation of the rows, the order in
                                      // which blocks take them (longest first), or null

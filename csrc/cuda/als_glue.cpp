@@ -33,8 +33,6 @@ AlsSizes checked(const char* op, const at::Tensor& indptr, const at::Tensor& ind
   check_als_exponent(op, count_exponent);
   const AlsSizes s =
       check_als_args(op, indptr, indices, vals, F, col_offset, reg_diag, base, weight);
-  TORCH_CHECK(!base.has_value() && !weight.has_value(), op,
-              ": base and weight are not implemented on CUDA yet");
   raise_pending_errors();
   return s;
 }
@@ -43,7 +41,7 @@ AlsSizes checked(const char* op, const at::Tensor& indptr, const at::Tensor& ind
 struct AlsInputs {
   AlsSizes s;
   c10::cuda::CUDAGuard guard;
-  at::Tensor indptr, indices, vals, F, offset, reg, order;
+  at::Tensor indptr, indices, vals, F, offset, reg, order, base, weight;
   DeviceInfo dev;
 
   AlsInputs(const char* op,
@@ -54,10 +52,10 @@ struct AlsInputs {
             const std::optional<at::Tensor>& col_offset,   // (n,) or None
             const at::Tensor& reg_diag,                    // (d,)
             double count_exponent,
-            const std::optional<at::Tensor>& base,         // (d, d) or None
-            const std::optional<at::Tensor>& weight)       // (nnz,) or None
-      : s(checked(op, indptr_, indices_, vals_, F_, col_offset, reg_diag, count_exponent, base,
-                  weight)),
+            const std::optional<at::Tensor>& base_,        // (d, d) or None
+            const std::optional<at::Tensor>& weight_)      // (nnz,) or None
+      : s(checked(op, indptr_, indices_, vals_, F_, col_offset, reg_diag, count_exponent, base_,
+                  weight_)),
         guard(F_.device()),
         indptr(indptr_.contiguous()),
         indices(indices_.contiguous()),
@@ -66,6 +64,8 @@ struct AlsInputs {
         reg(reg_diag.contiguous()),
         dev(device_info(F_.device())) {
     if (col_offset.has_value()) offset = col_offset->contiguous();
+    if (base_.has_value()) base = base_->contiguous();        // (d, d)
+    if (weight_.has_value()) weight = weight_->contiguous();  // (nnz,)
     // Rows by decreasing entry count (on the device, no sync): the long rows
     // start first. Only worth it when there are more rows than resident blocks.
     if (s.R > 8 * int64_t(dev.sm_count)) {
@@ -84,6 +84,8 @@ struct AlsInputs {
     p.F = F.const_data_ptr<T>();
     p.col_offset = offset.defined() ? offset.const_data_ptr<T>() : nullptr;
     p.reg_diag = reg.const_data_ptr<T>();
+    p.base = base.defined() ? base.const_data_ptr<T>() : nullptr;
+    p.weight = weight.defined() ? weight.const_data_ptr<T>() : nullptr;
     p.count_exponent = count_exponent;
     p.order = order.defined() ? order.const_data_ptr<int64_t>() : nullptr;
     p.R = s.R;

@@ -1,9 +1,15 @@
 // The CUDA kernels of mfext::als_normal_equations and mfext::als_solve (see
 // als.h): the per-row least-squares problems of ALS on the GPU (semantics: the
 // CPU op, csrc/cpu/als_kernel.cpp). Row r owns the entries [indptr[r], indptr[r + 1]):
-//   gram[r] = sum_e f_c f_c^T + diag(reg_diag) * n_r^count_exponent,   f_c = F[indices[e]]
-//   rhs[r]  = sum_e (vals[e] - col_offset[c]) f_c
-// and an empty row gets gram = I, rhs = 0.
+//   gram[r] = base + sum_e w_e f_c f_c^T + diag(reg_diag) * n_r^count_exponent,
+//   rhs[r]  = sum_e (vals[e] - col_offset[c]) f_c,        f_c = F[indices[e]]
+// (base: 0 and w_e = 1 when absent) and an empty row gets gram = I, rhs = 0.
+//
+// base and weight: every kernel takes a template flag kExtras; the kernels
+// without it are the unweighted ones, unchanged. With it, each gathered entry's
+// weight sits beside its value in shared memory and scales the row side of
+// its outer product (a = w_e f_P, as on the CPU: a zero weight needs no sqrt),
+// and base is added to the lower triangle before the ridge.
 //
 // Kernels (each call: validate, build or solve, then poison + report on error):
 //   als_validate_kernel          indptr non-decreasing within [0, nnz], indices in [0, n)
@@ -82,6 +88,12 @@ template <typename T>
 constexpr int max_solve_threads() {
   return sizeof(T) == 4 ? 384 : 256;
 }
+// The normal equations with base/weight hold the weight too: float32 takes 384
+// threads there (168 registers each; at 512 the 128-register cap spills).
+template <typename T, bool kExtras>
+constexpr int max_normal_threads() {
+  return kExtras ? max_solve_threads<T>() : max_threads<T>();
+}
 template <typename T>
 constexpr int kUnit = 16 / int(sizeof(T));  // elements per 16-byte vector
 template <typename T>
@@ -157,6 +169,9 @@ struct Params {
   T* x;                       // (R, d)    als_solve
   T* work;                    // (gridDim.x, tiles, kTileStride) large-d tiles, or null
   const Status* status;
+  const T* base;              // (d, d) or null (kExtras kernels only)
+  const T* weight;            // (nnz,) or null (kExtras kernels only)
+  int off_tw;                 // kExtras: (chunk,) weights of the gathered entries (bytes)
 };
 
 template <typename T>
@@ -166,6 +181,7 @@ struct Smem {
   T* floor;   // (1,) the system's pivot floor (math::pivot_floor)
   T* rhs;     // (dp,) rhs, then y, then x
   T* tv;      // (chunk,) vals - col_offset of the gathered entries
+  T* tw;      // (chunk,) their weights (kExtras kernels only)
   T* G;       // (chunk, dp) gathered factor rows (swizzled columns)
   T* A;       // (tiles, kTileStride) lower-triangle tiles (solve, shared-memory path)
 };
@@ -178,13 +194,15 @@ __device__ __forceinline__ Smem<T> carve(unsigned char* smem, const Params<T, Id
   s.floor = reinterpret_cast<T*>(smem + 96);
   s.rhs = reinterpret_cast<T*>(smem + p.off_rhs);
   s.tv = reinterpret_cast<T*>(smem + p.off_tv);
+  s.tw = reinterpret_cast<T*>(smem + p.off_tw);
   s.G = reinterpret_cast<T*>(smem + p.off_g);
   s.A = reinterpret_cast<T*>(smem + p.off_a);
   return s;
 }
 
-// Gathers entries [e_begin, e_begin + kc) into G (one warp per entry) and tv.
-template <typename T, typename Idx>
+// Gathers entries [e_begin, e_begin + kc) into G (one warp per entry), tv and
+// (kExtras) tw.
+template <bool kExtras, typename T, typename Idx>
 __device__ __forceinline__ void gather(const Params<T, Idx>& p, const Smem<T>& s,
                                        int64_t e_begin, int kc) {
   constexpr int U = kUnit<T>;
@@ -196,6 +214,9 @@ __device__ __forceinline__ void gather(const Params<T, Idx>& p, const Smem<T>& s
     const T* __restrict__ f = p.F + c * p.d;
     T* g = s.G + int64_t(k) * p.dp;
     if (lane == 0) s.tv[k] = p.offset != nullptr ? p.vals[e] - p.offset[c] : p.vals[e];
+    if constexpr (kExtras) {
+      if (lane == 0) s.tw[k] = p.weight != nullptr ? p.weight[e] : T(1);
+    }
     if (p.vec) {
       for (int q = lane * U; q < d; q += kWarp * U) {
         T v[U];
@@ -245,11 +266,11 @@ __device__ __forceinline__ void store8(T* p, const T (&x)[kTile]) {
   }
 }
 
-// One pass over the row's entries: acc = the tile (I, J) of sum_e f f^T (when
-// `active`), and s.rhs[q] += (vals - offset) f[q] in entry order (when with_rhs).
-// Every thread of the block must call it; it ends with a barrier, after which
-// G may be reused (the shared tiles may alias it).
-template <typename T, typename Idx>
+// One pass over the row's entries: acc = the tile (I, J) of sum_e w_e f f^T (when
+// `active`; w_e = 1 unless kExtras), and s.rhs[q] += (vals - offset) f[q] in
+// entry order (when with_rhs). Every thread of the block must call it; it ends
+// with a barrier, after which G may be reused (the shared tiles may alias it).
+template <bool kExtras, typename T, typename Idx>
 __device__ __forceinline__ void build_pass(const Params<T, Idx>& p, const Smem<T>& s,
                                            int64_t e0, int64_t cnt, bool active, int64_t I,
                                            int64_t J, bool with_rhs, T (&acc)[kTile][kTile]) {
@@ -268,7 +289,7 @@ __device__ __forceinline__ void build_pass(const Params<T, Idx>& p, const Smem<T
   for (int64_t c0 = 0; c0 < cnt; c0 += p.chunk) {
     const int kc = int(cnt - c0 < p.chunk ? cnt - c0 : p.chunk);
     __syncthreads();  // the previous chunk (or the caller's use of the space) is done
-    gather(p, s, e0 + c0, kc);
+    gather<kExtras>(p, s, e0 + c0, kc);
     __syncthreads();
     if (active) {
       for (int k = 0; k < kc; ++k) {
@@ -276,6 +297,11 @@ __device__ __forceinline__ void build_pass(const Params<T, Idx>& p, const Smem<T
         T a[kTile], b[kTile];
         load_tile_row<T>(g, offa, a);
         load_tile_row<T>(g, offb, b);
+        if constexpr (kExtras) {
+          const T we = s.tw[k];
+#pragma unroll
+          for (int i = 0; i < kTile; ++i) a[i] = we * a[i];
+        }
 #pragma unroll
         for (int i = 0; i < kTile; ++i) {
 #pragma unroll
@@ -338,8 +364,9 @@ __global__ void __launch_bounds__(kValidateThreads)
 // ------------------------------------------------------------ normal equations
 
 // gram[r] and rhs[r]; block (x, y) = (row position, tile pass).
-template <typename T, typename Idx>
-__global__ void __launch_bounds__(max_threads<T>()) als_normal_equations_kernel(Params<T, Idx> p) {
+template <typename T, typename Idx, bool kExtras>
+__global__ void __launch_bounds__(max_normal_threads<T, kExtras>())
+    als_normal_equations_kernel(Params<T, Idx> p) {
   if (has_error(p.status)) return;  // offsets or indices are bad: read nothing
   MFEXT_DYNAMIC_SMEM(smem);
   const Smem<T> s = carve(smem, p);
@@ -358,7 +385,7 @@ __global__ void __launch_bounds__(max_threads<T>()) als_normal_equations_kernel(
         for (int64_t q = threadIdx.x; q < d; q += blockDim.x) s.rhs[q] = T(0);
       }
       T acc[kTile][kTile];
-      build_pass(p, s, e0, cnt, active, I, J, with_rhs, acc);
+      build_pass<kExtras>(p, s, e0, cnt, active, I, J, with_rhs, acc);
       if (active) {
         T* g = p.gram + r * d * d;  // (d, d) of row r
 #pragma unroll
@@ -368,6 +395,9 @@ __global__ void __launch_bounds__(max_threads<T>()) als_normal_equations_kernel(
             const int64_t P = I * kTile + i, Q = J * kTile + j;
             if (P < d && Q <= P) {
               T v = acc[i][j];
+              if constexpr (kExtras) {
+                if (cnt > 0 && p.base != nullptr) v += p.base[P * d + Q];  // not for I
+              }
               if (P == Q) v = cnt > 0 ? v + p.reg[P] * scale : T(1);  // empty row: I
               g[P * d + Q] = v;
               g[Q * d + P] = v;
@@ -386,7 +416,7 @@ __global__ void __launch_bounds__(max_threads<T>()) als_normal_equations_kernel(
 
 // Builds the row's system into the tiles A (ridge on the diagonal, 1 on the
 // padded diagonal) and s.rhs (zero-padded to dp). Ends with a barrier.
-template <typename T, typename Idx>
+template <bool kExtras, typename T, typename Idx>
 __device__ __forceinline__ void build_system(const Params<T, Idx>& p, const Smem<T>& s, T* A,
                                              int64_t e0, int64_t cnt, T scale) {
   for (int q = threadIdx.x; q < p.dp; q += blockDim.x) s.rhs[q] = T(0);
@@ -396,8 +426,20 @@ __device__ __forceinline__ void build_system(const Params<T, Idx>& p, const Smem
     int64_t I = 0, J = 0;
     if (active) tile_coords(t, I, J);
     T acc[kTile][kTile];
-    build_pass(p, s, e0, cnt, active, I, J, pass == 0, acc);
+    build_pass<kExtras>(p, s, e0, cnt, active, I, J, pass == 0, acc);
     if (active) {
+      if constexpr (kExtras) {
+        if (p.base != nullptr) {  // the lower triangle (the padding stays out)
+#pragma unroll
+          for (int i = 0; i < kTile; ++i) {
+#pragma unroll
+            for (int j = 0; j < kTile; ++j) {
+              const int64_t P = I * kTile + i, Q = J * kTile + j;
+              if (P < p.d && Q <= P) acc[i][j] += p.base[P * p.d + Q];
+            }
+          }
+        }
+      }
       if (I == J) {
 #pragma unroll
         for (int i = 0; i < kTile; ++i) {
@@ -612,7 +654,7 @@ __device__ __forceinline__ void back_substitute(const Params<T, Idx>& p, const S
 }
 
 // x[r] for every row; block b takes rows order[b], order[b + gridDim.x], ...
-template <typename T, typename Idx, bool kSmemTiles>
+template <typename T, typename Idx, bool kSmemTiles, bool kExtras>
 __global__ void __launch_bounds__(max_solve_threads<T>()) als_solve_kernel(Params<T, Idx> p) {
   if (has_error(p.status)) return;  // offsets or indices are bad: read nothing
   MFEXT_DYNAMIC_SMEM(smem);
@@ -635,7 +677,7 @@ __global__ void __launch_bounds__(max_solve_threads<T>()) als_solve_kernel(Param
     const T scale = count_scale<T>(cnt, p.exponent);
     bool solved = false;
     for (int attempt = 0; attempt < 2 && !solved; ++attempt) {
-      build_system(p, s, A, e0, cnt, scale);
+      build_system<kExtras>(p, s, A, e0, cnt, scale);
       if (attempt == 1) add_fallback_ridge(p, A);
       note_pivot_floor(p, s, A);
       solved = factor(p, s, A) && pivots_clear_floor(p, s, A);
@@ -655,7 +697,7 @@ struct Plan {
   int64_t nt = 0, tiles = 0, passes = 0;
   int threads = 0, dp = 0, chunk = 0;
   bool smem_tiles = false;  // solve: the tiles in shared memory
-  size_t off_rhs = 0, off_tv = 0, off_g = 0, off_a = 0, smem = 0;
+  size_t off_rhs = 0, off_tv = 0, off_tw = 0, off_g = 0, off_a = 0, smem = 0;
   unsigned grid = 1, grid_y = 1;
   size_t slot_bytes = 0, work_bytes = 0;  // large-d solve: per block, all blocks
 };
@@ -666,14 +708,16 @@ size_t tiles_bytes(int64_t tiles, size_t sz) {
 }
 size_t align_up(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
-// Shared-memory layout for a chunk of k entries; the tiles alias the chunk when
-// one pass builds them (the chunk is dead by then).
-void layout(Plan& pl, size_t sz, int k, bool tiles_in_smem) {
+// Shared-memory layout for a chunk of k entries (with their weights when
+// `extras`); the tiles alias the chunk when one pass builds them (the chunk is
+// dead by then).
+void layout(Plan& pl, size_t sz, int k, bool tiles_in_smem, bool extras) {
   pl.chunk = k;
   pl.off_rhs = kMiscBytes;
   const size_t base = kMiscBytes + align16(size_t(pl.dp) * sz);
   pl.off_tv = base;
-  pl.off_g = base + align16(size_t(k) * sz);
+  pl.off_tw = base + align16(size_t(k) * sz);
+  pl.off_g = pl.off_tw + (extras ? align16(size_t(k) * sz) : 0);
   const size_t chunk_end = pl.off_g + size_t(k) * size_t(pl.dp) * sz;
   if (!tiles_in_smem) {
     pl.off_a = 0;
@@ -694,8 +738,11 @@ Plan make_plan(const AlsParams<T, Idx>& a, bool solve, const DeviceInfo& dev) {
   pl.nt = ceil_div(d, kTile);
   pl.dp = int(pl.nt * kTile);
   pl.tiles = tri(pl.nt);
-  const int64_t cap = solve ? (sz == 4 ? max_solve_threads<float>() : max_solve_threads<double>())
-                            : (sz == 4 ? max_threads<float>() : max_threads<double>());
+  const bool extras = a.base != nullptr || a.weight != nullptr;
+  const int64_t cap =
+      solve    ? (sz == 4 ? max_solve_threads<float>() : max_solve_threads<double>())
+      : extras ? (sz == 4 ? max_normal_threads<float, true>() : max_normal_threads<double, true>())
+               : (sz == 4 ? max_threads<float>() : max_threads<double>());
   pl.threads = int(std::min<int64_t>(cap, ceil_div(pl.tiles, kWarp) * kWarp));
   pl.passes = ceil_div(pl.tiles, pl.threads);
   const size_t row_bytes = size_t(pl.dp) * sz;
@@ -707,7 +754,7 @@ Plan make_plan(const AlsParams<T, Idx>& a, bool solve, const DeviceInfo& dev) {
     // Shared-memory tiles when they fit with a chunk of at least 4 entries.
     const size_t a_bytes = tiles_bytes(pl.tiles, sz);
     for (int k = chunk_for(std::max(kChunkBytes, pl.passes == 1 ? a_bytes : 0)); k >= 4; k /= 2) {
-      layout(pl, sz, k, true);
+      layout(pl, sz, k, true, extras);
       if (pl.smem <= budget) {
         pl.smem_tiles = true;
         break;
@@ -716,8 +763,8 @@ Plan make_plan(const AlsParams<T, Idx>& a, bool solve, const DeviceInfo& dev) {
   }
   if (!pl.smem_tiles) {
     int k = chunk_for(kChunkBytes);
-    layout(pl, sz, k, false);
-    while (pl.smem > budget && k > 1) layout(pl, sz, k = k / 2, false);
+    layout(pl, sz, k, false, extras);
+    while (pl.smem > budget && k > 1) layout(pl, sz, k = k / 2, false, extras);
     if (pl.smem > budget) return pl;
   }
   const int64_t R = std::max<int64_t>(a.R, 1);
@@ -760,6 +807,9 @@ Params<T, Idx> params_for(const AlsParams<T, Idx>& a, const Plan& pl, char* ws) 
   p.off_tv = int(pl.off_tv);
   p.off_g = int(pl.off_g);
   p.off_a = int(pl.off_a);
+  p.base = a.base;
+  p.weight = a.weight;
+  p.off_tw = int(pl.off_tw);
   p.gram = p.rhs = p.x = nullptr;
   p.work = pl.work_bytes > 0 ? reinterpret_cast<T*>(ws + kWorkOffset) : nullptr;
   p.status = reinterpret_cast<const Status*>(ws + kStatusOffset);
@@ -822,7 +872,9 @@ cudaError_t normal_typed(const AlsParams<T, Idx>& a, T* gram, T* rhs, char* ws, 
     Params<T, Idx> p = params_for<T, Idx>(a, pl, ws);
     p.gram = gram;
     p.rhs = rhs;
-    auto kernel = als_normal_equations_kernel<T, Idx>;
+    auto kernel = a.base != nullptr || a.weight != nullptr
+                      ? als_normal_equations_kernel<T, Idx, true>
+                      : als_normal_equations_kernel<T, Idx, false>;
     MFEXT_RETURN_IF_ERROR(allow_smem(kernel, pl.smem));
     MFEXT_LAUNCH(kernel, dim3(pl.grid, pl.grid_y), pl.threads, pl.smem, stream, p);
     MFEXT_LAUNCH_CHECK();
@@ -837,15 +889,13 @@ cudaError_t solve_typed(const AlsParams<T, Idx>& a, T* x, char* ws, const Plan& 
   if (a.R > 0) {
     Params<T, Idx> p = params_for<T, Idx>(a, pl, ws);
     p.x = x;
-    if (pl.smem_tiles) {
-      auto kernel = als_solve_kernel<T, Idx, true>;
-      MFEXT_RETURN_IF_ERROR(allow_smem(kernel, pl.smem));
-      MFEXT_LAUNCH(kernel, pl.grid, pl.threads, pl.smem, stream, p);
-    } else {
-      auto kernel = als_solve_kernel<T, Idx, false>;
-      MFEXT_RETURN_IF_ERROR(allow_smem(kernel, pl.smem));
-      MFEXT_LAUNCH(kernel, pl.grid, pl.threads, pl.smem, stream, p);
-    }
+    const bool extras = a.base != nullptr || a.weight != nullptr;
+    auto kernel = pl.smem_tiles ? (extras ? als_solve_kernel<T, Idx, true, true>
+                                          : als_solve_kernel<T, Idx, true, false>)
+                                : (extras ? als_solve_kernel<T, Idx, false, true>
+                                          : als_solve_kernel<T, Idx, false, false>);
+    MFEXT_RETURN_IF_ERROR(allow_smem(kernel, pl.smem));
+    MFEXT_LAUNCH(kernel, pl.grid, pl.threads, pl.smem, stream, p);
     MFEXT_LAUNCH_CHECK();
   }
   return finish<T, Idx>(a, true, x, a.R * a.d, nullptr, 0, ws, dev, stream);

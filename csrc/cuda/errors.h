@@ -25,7 +25,7 @@ struct Status {
   unsigned long long bad_weight;  // first negative/NaN/Inf weight (linear index); als_*: reg_diag
   // First bad position in each of the op's int64 auxiliary arrays
   // (ErrorContext::aux): sgd_epoch_ 0 = block_ptr, 1 = schedule, 2 = order;
-  // als_* 0 = indptr. Reported before rows and columns, as on the CPU.
+  // als_* and implicit_als_cg_ 0 = indptr. Reported before rows and columns, as on the CPU.
   unsigned long long bad_aux[3];
 };
 
@@ -43,6 +43,7 @@ enum OpId : int {
   kOpAlsNormal = 4,
   kOpAlsSolve = 5,
   kOpSparseDot = 6,
+  kOpImplicitCg = 7,
 };
 
 // The device claims the mailbox with a ticket: a loss kernel may fill it only

@@ -37,6 +37,7 @@ const char* op_name(int op) {
     case kOpSgd: return "mfext::sgd_epoch_";
     case kOpAlsNormal: return "mfext::als_normal_equations";
     case kOpSparseDot: return "mfext::_sparse_dot";
+    case kOpImplicitCg: return "mfext::implicit_als_cg_";
     default: return "mfext::als_solve";
   }
 }
@@ -54,6 +55,10 @@ const char* deferred_note(int op) {
       return " (found on the GPU by an earlier call, which returned NaN results: CUDA ops "
              "report bad input at the next mfext call or at mfext.cuda_check_errors(), so "
              "that they never synchronize the device)";
+    case kOpImplicitCg:
+      return " (found on the GPU by an earlier call, which set X to NaN: CUDA ops "
+             "report bad input at the next mfext call or at mfext.cuda_check_errors(), so "
+             "that they never synchronize the device)";
     default:
       return " (found on the GPU by an earlier call, which returned a NaN loss and NaN "
              "gradients: CUDA ops report bad input at the next mfext call or at "
@@ -67,19 +72,23 @@ void describe_index_error(std::ostringstream& msg, const ErrorMailbox& e) {
   // sgd_epoch_ and _sparse_dot index H_t (n, k) by cols.
   const bool sgd = e.op == kOpSgd || e.op == kOpSparseDot;
   const bool als = e.op == kOpAlsNormal || e.op == kOpAlsSolve;
+  const bool cg = e.op == kOpImplicitCg;
   if (e.kind == kErrRow) {
     msg << "rows[" << e.position << "] = " << e.value << " is out of range for W with "
         << e.bound << " rows";
   } else if (e.kind == kErrCol && sgd) {
     msg << "cols[" << e.position << "] = " << e.value << " is out of range for H_t with "
         << e.bound << " rows (items)";
+  } else if (e.kind == kErrCol && cg) {
+    msg << "indices[" << e.position << "] = " << e.value << " is out of range for Y with "
+        << e.bound << " rows";
   } else if (e.kind == kErrCol && als) {
     msg << "indices[" << e.position << "] = " << e.value << " is out of range for F with "
         << e.bound << " rows";
   } else if (e.kind == kErrCol) {
     msg << "cols[" << e.position << "] = " << e.value << " is out of range for H with "
         << e.bound << " columns";
-  } else if (als) {  // kErrAux0: indptr
+  } else if (als || cg) {  // kErrAux0: indptr
     msg << "indptr must hold non-decreasing offsets within [0, " << e.bound << "], got indptr["
         << e.position << "] = " << e.value;
   } else if (e.kind == kErrAux0) {  // sgd: block_ptr

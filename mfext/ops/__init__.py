@@ -8,7 +8,7 @@ kernels and (for the losses) ``register_autograd`` side by side:
 :mod:`.sparse`    ``sparse_loss_grad``, ``sparse_loss`` and ``sparse_dot``
 :mod:`.sgd`       ``sgd_epoch_``: one in-place SGD epoch over observed ratings
 :mod:`.als`       ``als_normal_equations`` and ``als_solve``
-:mod:`.implicit`  ``implicit_als_matvec``: the product of implicit ALS's CG
+:mod:`.implicit`  ``implicit_als_cg_``: implicit ALS's fused in-place CG steps
 :mod:`.sort`      ``bucket_sort``: a stable counting sort by key
 :mod:`.cuda`      ``cuda_check_errors`` and ``dense_path`` (CUDA only)
 ================  ==============================================================
@@ -44,14 +44,14 @@ from . import als, cuda, dense, implicit, sgd, sort, sparse
 from .als import als_normal_equations, als_solve
 from .cuda import cuda_check_errors, dense_path
 from .dense import dense_loss, dense_loss_grad
-from .implicit import implicit_als_matvec
+from .implicit import implicit_als_cg_
 from .sgd import sgd_epoch_
 from .sort import bucket_sort
 from .sparse import sparse_dot, sparse_loss, sparse_loss_grad
 
 __all__ = [
     "dense_loss_grad", "sparse_loss_grad", "dense_loss", "sparse_loss",
-    "sgd_epoch_", "als_normal_equations", "als_solve", "implicit_als_matvec", "sparse_dot",
+    "sgd_epoch_", "als_normal_equations", "als_solve", "implicit_als_cg_", "sparse_dot",
     "bucket_sort",
     "cuda_check_errors", "dense_path",
 ]

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..ops.als import als_solve
-from ..ops.implicit import implicit_als_matvec
+from ..ops.implicit import implicit_als_cg_
 from ..ops.sparse import sparse_dot
 from ..training import Report, Solver
 from .inputs import csr_by
@@ -38,10 +38,6 @@ from .solvers import Factors
 
 __all__ = ["ImplicitProblem", "ImplicitAlsSolver", "confidence", "implicit_half_step",
            "implicit_objective", "interactions", "csr_side"]
-
-# implicit's threshold: a row whose residual norm^2 is below it has converged.
-_CG_CONVERGED = 1e-20
-
 
 def interactions(rows: Tensor, cols: Tensor, vals: Tensor, n_cols: int
                  ) -> Tuple[Tensor, Tensor, Tensor]:
@@ -134,25 +130,7 @@ def implicit_half_step(side: _Side, Y: Tensor, X: Tensor, reg: float, method: st
                           base=G, weight=side.weight))
         return
     G = _gram(Y, reg)
-    r = implicit_als_matvec(side.indptr, side.indices, side.weight, Y, G, X, side.target)
-    r.neg_()                          # r = b - A x: (R, d)
-    p = r.clone()                     # search directions: (R, d)
-    rs = torch.linalg.vecdot(r, r)    # |r|^2 per row: (R,)
-    active = rs >= _CG_CONVERGED
-    one = torch.ones_like(rs)
-    for _ in range(cg_steps):
-        Ap = implicit_als_matvec(side.indptr, side.indices, side.weight, Y, G, p)
-        pAp = torch.linalg.vecdot(p, Ap)
-        # A row that converged (or whose direction vanished) takes no step.
-        step = active & (pAp > 0)
-        a = torch.where(step, rs / torch.where(step, pAp, one), 0.0)[:, None]
-        X.addcmul_(a, p)
-        r.addcmul_(a, Ap, value=-1.0)
-        rs_new = torch.linalg.vecdot(r, r)
-        beta = torch.where(active, rs_new / torch.where(active, rs, one), 0.0)[:, None]
-        p = torch.addcmul(r, beta, p)
-        active = active & (rs_new >= _CG_CONVERGED)
-        rs = rs_new
+    implicit_als_cg_(X, side.indptr, side.indices, side.weight, Y, G, cg_steps)
 
 
 def implicit_objective(p: ImplicitProblem, W: Tensor, Ht: Tensor, reg: float) -> float:

@@ -1,4 +1,4 @@
-"""implicit_als_matvec and the base/weight terms of als_solve/als_normal_equations,
+"""implicit_als_cg_ and the base/weight terms of als_solve/als_normal_equations,
 against dense float64 references built from the full m x n objective."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 import mfext  # noqa: F401  (registers the ops)
 from mfext.ops.als import als_normal_equations, als_solve
-from mfext.ops.implicit import implicit_als_matvec
+from mfext.ops.implicit import implicit_als_cg_
 
 DTYPES = [torch.float32, torch.float64]
 TOL = {torch.float32: dict(rtol=2e-4, atol=2e-4), torch.float64: dict(rtol=1e-10, atol=1e-10)}
@@ -48,73 +48,140 @@ def _dense_systems(indptr, cols, weight, target, Y, gram):
     return A, b
 
 
-SHAPES = [(1, 1, 1, 1), (7, 11, 5, 30), (13, 3, 1, 20), (5, 17, 64, 40), (4, 9, 7, 0)]
+def _cg_reference(X, indptr, cols, weight, Y, gram, steps):
+    """implicit's CG per row on the dense float64 system, from X: (R, d) float64."""
+    A, b = _dense_systems(indptr, cols, weight, weight.double() + 1, Y, gram)
+    out = X.double().clone()
+    for i in range(out.shape[0]):
+        x = out[i]
+        r = b[i] - A[i] @ x
+        p = r.clone()
+        rs = float(r @ r)
+        for _ in range(steps):
+            if rs < 1e-20:
+                break
+            Ap = A[i] @ p
+            pAp = float(p @ Ap)
+            if pAp <= 0:
+                break
+            a = rs / pAp
+            x += a * p
+            r -= a * Ap
+            rs_new = float(r @ r)
+            if rs_new < 1e-20:
+                break
+            p = r + (rs_new / rs) * p
+            rs = rs_new
+    return out, A, b
+
+
+def _cg_case(shape, dtype, seed, idx=torch.int64, reg=1.0):
+    R, n, d, nnz = shape
+    indptr, cols, w, _, Y, _ = _problem(R, n, d, nnz, dtype, seed=seed, idx=idx,
+                                        empty_rows=(0,), dup=True, zeros=True)
+    Yd = Y.double()
+    gram = (Yd.t() @ Yd + reg * torch.eye(d, dtype=torch.float64)).to(dtype)
+    g = torch.Generator().manual_seed(seed + 1)
+    X = (0.1 * torch.randn(R, d, generator=g, dtype=torch.float64)).to(dtype)
+    return X, indptr, cols, w, Y, gram
+
+
+# (R, n, d, nnz): R = n = d = 1, primes, d = 1, k = 1 entries, an entry-free problem,
+# the dispatched ranks 32/64/128 and a rank beside them.
+CG_SHAPES = [(1, 1, 1, 1), (7, 11, 5, 30), (13, 3, 1, 20), (5, 17, 64, 40), (4, 9, 7, 0),
+             (3, 5, 4, 1), (11, 23, 32, 90), (6, 19, 128, 50), (9, 29, 33, 70)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("with_target", [False, True])
-def test_matvec_matches_dense_reference(dtype, shape, with_target):
-    R, n, d, nnz = shape
-    indptr, cols, w, t, Y, _ = _problem(R, n, d, nnz, dtype, seed=sum(shape), empty_rows=(0,),
-                                        dup=True, zeros=True)
-    gram = (Y.double().t() @ Y.double() + 0.1 * torch.eye(d, dtype=torch.float64)).to(dtype)
-    X = torch.randn(R, d, dtype=dtype)
-    out = implicit_als_matvec(indptr, cols, w, Y, gram, X, t if with_target else None)
-    A, b = _dense_systems(indptr, cols, w, t, Y, gram)
-    ref = torch.einsum("rij,rj->ri", A, X.double()) - (b if with_target else 0)
-    assert out.dtype == dtype and out.shape == (R, d)
-    torch.testing.assert_close(out.double(), ref, **TOL[dtype])
+@pytest.mark.parametrize("shape", CG_SHAPES)
+@pytest.mark.parametrize("steps", [1, 3])
+def test_cg_matches_dense_reference(dtype, shape, steps):
+    X, indptr, cols, w, Y, gram = _cg_case(shape, dtype, seed=sum(shape) + steps)
+    ref, _, _ = _cg_reference(X, indptr, cols, w, Y, gram, steps)
+    X0 = X.clone()
+    assert implicit_als_cg_(X, indptr, cols, w, Y, gram, steps) is None
+    assert X.dtype == dtype and X.shape == X0.shape
+    tol = dict(rtol=2e-3, atol=2e-4) if dtype == torch.float32 else TOL[dtype]
+    torch.testing.assert_close(X.double(), ref, **tol)
+
+
+@pytest.mark.parametrize("shape", CG_SHAPES)
+def test_cg_with_d_steps_solves_the_system(shape):
+    """d + 2 steps reach the exact solution (reg = 10 keeps the condition number near 30:
+    in floating point, CG on worse-conditioned systems needs more than d steps)."""
+    X, indptr, cols, w, Y, gram = _cg_case(shape, torch.float64, seed=3 * sum(shape), reg=10.0)
+    _, A, b = _cg_reference(X, indptr, cols, w, Y, gram, 0)
+    implicit_als_cg_(X, indptr, cols, w, Y, gram, shape[2] + 2)
+    torch.testing.assert_close(X, torch.linalg.solve(A, b), rtol=1e-8, atol=1e-8)
 
 
 @pytest.mark.parametrize("idx", [torch.int32, torch.int64])
-def test_matvec_index_dtypes_and_views(idx):
-    indptr, cols, w, t, Y, _ = _problem(6, 10, 8, 25, torch.float64, seed=3, idx=idx)
-    gram = torch.randn(8, 8, dtype=torch.float64)
-    gram = gram + gram.t()
-    Xbig = torch.randn(6, 16, dtype=torch.float64)
-    X = Xbig[:, ::2]                               # (6, 8), a non-contiguous view
-    Ybig = torch.randn(8, 20, dtype=torch.float64)
-    Yv = Ybig.t()[:10]                             # (10, 8), non-contiguous
-    out = implicit_als_matvec(indptr, cols, w, Yv, gram, X, t)
-    ref = implicit_als_matvec(indptr, cols.long(), w, Yv.contiguous(), gram, X.contiguous(), t)
-    assert torch.equal(out, ref)
+def test_cg_index_dtypes_and_views(idx):
+    X, indptr, cols, w, Y, gram = _cg_case((6, 10, 8, 25), torch.float64, seed=3, idx=idx)
+    Ybig = torch.zeros(8, 20, dtype=torch.float64)
+    Ybig[:, :10] = Y.t()
+    Yv = Ybig.t()[:10]                              # (10, 8), non-contiguous
+    gbig = torch.zeros(8, 16, dtype=torch.float64)
+    gbig[:, ::2] = gram
+    gv = gbig[:, ::2]                               # (8, 8), non-contiguous
+    Xbig = torch.zeros(6, 16, dtype=torch.float64)
+    Xbig[:, ::2] = X
+    Xv = Xbig[:, ::2]                               # (6, 8), a non-contiguous view
+    implicit_als_cg_(Xv, indptr, cols, w, Yv, gv, 3)
+    implicit_als_cg_(X, indptr, cols.long(), w, Y.contiguous(), gram.contiguous(), 3)
+    assert torch.equal(Xv, X)
+    assert torch.equal(Xbig[:, 1::2], torch.zeros(6, 8, dtype=torch.float64))
 
 
-def test_matvec_is_deterministic_across_thread_counts():
-    indptr, cols, w, t, Y, _ = _problem(300, 200, 32, 6000, torch.float32, seed=5)
-    gram = (Y.t() @ Y).contiguous()
-    X = torch.randn(300, 32)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cg_is_deterministic_across_thread_counts(dtype):
+    """The rows' sums do not depend on the thread count; the GEMM (torch's) may, so
+    gram = 0 leaves the sparse part alone, and a full run repeats bitwise."""
+    X, indptr, cols, w, Y, gram = _cg_case((700, 200, 32, 14000), dtype, seed=5)
     before = torch.get_num_threads()
+    outs = []
     try:
-        torch.set_num_threads(1)
-        one = implicit_als_matvec(indptr, cols, w, Y, torch.zeros_like(gram), X, t)
-        torch.set_num_threads(2)
-        two = implicit_als_matvec(indptr, cols, w, Y, torch.zeros_like(gram), X, t)
+        for threads in (1, 2, 2):
+            torch.set_num_threads(threads)
+            Z = X.clone()
+            implicit_als_cg_(Z, indptr, cols, w, Y, torch.zeros_like(gram), 1)
+            F = X.clone()
+            implicit_als_cg_(F, indptr, cols, w, Y, gram, 3)
+            outs.append((Z, F))
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(one, two)
+    assert torch.equal(outs[0][0], outs[1][0])
+    assert torch.equal(outs[1][1], outs[2][1])
 
 
-def test_matvec_bad_inputs_name_the_argument():
-    indptr, cols, w, t, Y, _ = _problem(4, 6, 3, 10, torch.float64, seed=1)
-    gram, X = torch.eye(3, dtype=torch.float64), torch.zeros(4, 3, dtype=torch.float64)
+def test_cg_bad_inputs_name_the_argument_and_leave_X():
+    X, indptr, cols, w, Y, gram = _cg_case((4, 6, 3, 10), torch.float64, seed=1)
+    X0 = X.clone()
     bad = cols.clone()
     bad[-1] = 6
-    with pytest.raises(IndexError, match=r"indices\[9\] = 6 is out of range"):
-        implicit_als_matvec(indptr, bad, w, Y, gram, X, t)
+    with pytest.raises(IndexError, match=r"indices\[\d+\] = 6 is out of range for Y with 6 rows"):
+        implicit_als_cg_(X, indptr, bad, w, Y, gram, 2)
     dec = indptr.clone()
     dec[2] = dec[1] - 1 if dec[1] > 0 else 11
     with pytest.raises(IndexError, match="indptr"):
-        implicit_als_matvec(dec, cols, w, Y, gram, X, t)
+        implicit_als_cg_(X, dec, cols, w, Y, gram, 2)
+    big = indptr.clone()
+    big[-1] = cols.numel() + 1
+    with pytest.raises(IndexError, match="indptr"):
+        implicit_als_cg_(X, big, cols, w, Y, gram, 2)
+    with pytest.raises(ValueError, match="cg_steps"):
+        implicit_als_cg_(X, indptr, cols, w, Y, gram, 0)
     with pytest.raises(RuntimeError, match="gram must have shape"):
-        implicit_als_matvec(indptr, cols, w, Y, torch.eye(2, dtype=torch.float64), X, t)
+        implicit_als_cg_(X, indptr, cols, w, Y, torch.eye(2, dtype=torch.float64), 2)
     with pytest.raises(RuntimeError, match="X must have shape"):
-        implicit_als_matvec(indptr, cols, w, Y, gram, X[:3], t)
+        implicit_als_cg_(X[:3], indptr, cols, w, Y, gram, 2)
     with pytest.raises(RuntimeError, match="weight"):
-        implicit_als_matvec(indptr, cols, w[:-1], Y, gram, X, t)
-    with pytest.raises(RuntimeError, match="target"):
-        implicit_als_matvec(indptr, cols, w, Y, gram, X, t.float())
+        implicit_als_cg_(X, indptr, cols, w[:-1], Y, gram, 2)
+    with pytest.raises(RuntimeError, match="weight"):
+        implicit_als_cg_(X, indptr, cols, w.float(), Y, gram, 2)
+    with pytest.raises(RuntimeError, match="indptr"):
+        implicit_als_cg_(X, indptr.int(), cols, w, Y, gram, 2)
+    assert torch.equal(X, X0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -167,8 +234,8 @@ def _samples():
             d = shape[2]
             gram = torch.eye(d, dtype=dtype)
             X = torch.randn(shape[0], d, dtype=dtype)
-            out.append(("matvec", (indptr, cols, w, Y, gram, X, t)))
-            out.append(("matvec", (indptr, cols, w, Y, gram, X, None)))
+            out.append(("cg", (X, indptr, cols, w, Y, gram + Y.t() @ Y, 2)))
+            out.append(("cg", (X.clone(), indptr, cols.int(), w, Y, gram, 1)))
             reg = torch.full((d,), 0.1, dtype=dtype)
             out.append(("solve", (indptr, cols, t, Y, None, reg, 0.0, gram, w)))
             out.append(("normal", (indptr, cols, t, Y, None, reg, 0.0, gram, w)))
@@ -178,7 +245,7 @@ def _samples():
 @pytest.mark.parametrize("case", _samples(), ids=lambda c: c[0])
 def test_opcheck(case):
     name, args = case
-    op = {"matvec": torch.ops.mfext.implicit_als_matvec.default,
+    op = {"cg": torch.ops.mfext.implicit_als_cg_.default,
           "solve": torch.ops.mfext.als_solve.default,
           "normal": torch.ops.mfext.als_normal_equations.default}[name]
     torch.library.opcheck(op, args)

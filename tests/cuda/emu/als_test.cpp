@@ -5,7 +5,7 @@
 // d = 1 .. 65 (40: vector gathers; 200 and 300 without --quick), float32/float64,
 // int32/int64 indices, empty and long rows, count_exponent 0 / 1 / 0.75,
 // col_offset, indptr slices, a processing order, the large-d (global workspace)
-// path, a non-positive-definite row, large entries, NaN factors, and bad
+// path, base and per-entry weights (zeros among them) on every path, a non-positive-definite row, large entries, NaN factors, and bad
 // offsets, indices and reg_diag entries (NaN outputs, the mailbox). Built and
 // run by .ci/cuda_emu_check.sh.
 #include "cuda/als.h"
@@ -35,6 +35,8 @@ struct AlsCase {
   double magnitude = 1.0;     // factor entries in [-magnitude, magnitude]
   int64_t bad_reg = -1;       // reg_diag entry to make bad (its value: reg_value)
   double reg_value = 0.0;
+  bool base = false;          // a symmetric positive semi-definite base (d, d)
+  bool weight = false;        // per-entry weights in [0, 3), every third one 0
 };
 
 // Normal equations and the solve in float64, as the CPU op computes them.
@@ -76,7 +78,8 @@ bool cholesky_solve(std::vector<double> A, std::vector<double>& b, int64_t d, do
 template <typename T, typename I>
 Reference reference(const int64_t* indptr, const std::vector<I>& idx, const std::vector<T>& vals,
                     const std::vector<T>& F, const std::vector<T>& off, bool use_off,
-                    const std::vector<T>& reg, double exponent, int64_t R, int64_t d) {
+                    const std::vector<T>& reg, double exponent, int64_t R, int64_t d,
+                    const T* base, const T* weight) {
   Reference ref;
   ref.gram.assign(R * d * d, 0.0);
   ref.rhs.assign(R * d, 0.0);
@@ -88,10 +91,15 @@ Reference reference(const int64_t* indptr, const std::vector<I>& idx, const std:
     for (int64_t e = indptr[r]; e < indptr[r + 1]; ++e) {
       const int64_t c = idx[e];
       const double t = double(vals[e]) - (use_off ? double(off[c]) : 0.0);
+      const double w = weight != nullptr ? double(weight[e]) : 1.0;
       for (int64_t p = 0; p < d; ++p) {
         b[p] += t * double(F[c * d + p]);
-        for (int64_t q = 0; q < d; ++q) A[p * d + q] += double(F[c * d + p]) * double(F[c * d + q]);
+        for (int64_t q = 0; q < d; ++q)
+          A[p * d + q] += w * double(F[c * d + p]) * double(F[c * d + q]);
       }
+    }
+    if (base != nullptr && cnt > 0) {
+      for (int64_t q = 0; q < d * d; ++q) A[q] += double(base[q]);
     }
     const double scale = std::pow(double(cnt), exponent);
     for (int64_t q = 0; q < d; ++q)
@@ -169,12 +177,27 @@ void als_case(const AlsCase& c, bool quick) {
   const int64_t bad_value = c.decreasing ? ip[c.bad_ptr - 1] - 1 : nnz + 5;
   if (c.bad_ptr >= 0) ip[c.bad_ptr] = bad_value;
   if (c.bad_reg >= 0) reg[c.bad_reg] = T(c.reg_value);
+  // base = M^T M / d (symmetric, positive semi-definite), weights with zeros.
+  std::vector<T> base(c.base ? d * d : 0), weight(c.weight ? nnz : 0);
+  if (c.base) {
+    std::vector<double> M(d * d);
+    for (auto& x : M) x = c.magnitude * uniform(-1, 1);
+    for (int64_t i = 0; i < d; ++i)
+      for (int64_t j = 0; j <= i; ++j) {
+        double v = 0;
+        for (int64_t k = 0; k < d; ++k) v += M[k * d + i] * M[k * d + j];
+        base[i * d + j] = base[j * d + i] = T(v / double(d));
+      }
+  }
+  for (int64_t e = 0; e < int64_t(weight.size()); ++e) weight[e] = e % 3 == 0 ? T(0) : T(uniform(0, 3));
   std::vector<int64_t> order(c.R);
   for (int64_t i = 0; i < c.R; ++i) order[i] = c.R - 1 - i;
 
   const bool bad = c.bad_ptr >= 0 || c.bad_idx >= 0 || c.bad_reg >= 0;
   Reference ref;
-  if (!bad) ref = reference<T, I>(ip, idx, vals, F, off, c.offset, reg, c.exponent, c.R, d);
+  if (!bad)
+    ref = reference<T, I>(ip, idx, vals, F, off, c.offset, reg, c.exponent, c.R, d,
+                          c.base ? base.data() : nullptr, c.weight ? weight.data() : nullptr);
 
   AlsParams<T, I> a;
   a.indptr = ip;
@@ -183,6 +206,8 @@ void als_case(const AlsCase& c, bool quick) {
   a.F = F.data();
   a.col_offset = c.offset ? off.data() : nullptr;
   a.reg_diag = reg.data();
+  a.base = c.base ? base.data() : nullptr;
+  a.weight = c.weight ? weight.data() : nullptr;
   a.count_exponent = c.exponent;
   a.order = c.order ? order.data() : nullptr;
   a.R = c.R;
@@ -193,9 +218,10 @@ void als_case(const AlsCase& c, bool quick) {
   a.mailbox = &mailbox;
   const DeviceInfo dev = device(2, c.smem);
   char name[256];
-  std::snprintf(name, sizeof(name), "%s: %s i%d R=%lld d=%lld exp=%g off=%d %s", c.what,
-                sizeof(T) == 4 ? "f32" : "f64", int(sizeof(I) * 8), (long long)c.R, (long long)d,
-                c.exponent, int(c.offset), als_solve_in_smem(a, dev) ? "smem" : "global");
+  std::snprintf(name, sizeof(name), "%s: %s i%d R=%lld d=%lld exp=%g off=%d base=%d w=%d %s",
+                c.what, sizeof(T) == 4 ? "f32" : "f64", int(sizeof(I) * 8), (long long)c.R,
+                (long long)d, c.exponent, int(c.offset), int(c.base), int(c.weight),
+                als_solve_in_smem(a, dev) ? "smem" : "global");
   check(als_supported(a, false, dev) && als_supported(a, true, dev),
         std::string(name) + ": supported");
 
@@ -310,7 +336,24 @@ int main(int argc, char** argv) {
       {"bad index and reg_diag", 5, 10, 4, 3, 0, 1.0, true, 0, false, 232448, false, false, -1, 2,
        false, 1.0, 1, -1.0},
   };
+  // base and weight (the kExtras kernels): d = 1, 7, 64, a long row, the global path.
+  auto extras = [](AlsCase c, bool base, bool weight) {
+    c.base = base;
+    c.weight = weight;
+    return c;
+  };
+  cases.push_back(extras({"base+weight", 5, 4, 1, 3, 0, 0.0, true}, true, true));
+  cases.push_back(extras({"base+weight", 6, 9, 7, 5, 0, 1.0, false}, true, true));
+  cases.push_back(extras({"weight only", 6, 9, 7, 5, 0, 0.75, true}, false, true));
+  cases.push_back(extras({"base only", 5, 20, 64, 6, 0, 0.0, true}, true, false));
+  cases.push_back(extras({"base+weight long row", 4, 90, 64, 6, 150, 0.0, true}, true, true));
+  cases.push_back(
+      extras({"base+weight global", 3, 80, 65, 12, 0, 0.75, true, 0, false, 12 * 1024}, true, true));
+  cases.push_back(extras({"base+weight bad index", 5, 10, 4, 3, 0, 1.0, true, 0, false, 232448,
+                          false, false, -1, 2},
+                         true, true));
   if (!quick) {
+    cases.push_back(extras({"base+weight large d", 3, 40, 300, 12, 0, 0.0, true, 0, true}, true, true));
     cases.push_back({"multi-pass smem", 2, 30, 200, 10, 0, 1.0, true});
     cases.push_back({"large d", 3, 40, 300, 12, 0, 0.75, true, 0, true});
   }

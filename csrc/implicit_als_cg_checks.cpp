@@ -1,14 +1,14 @@
-#include "implicit_als_matvec_checks.h"
+#include "implicit_als_cg_checks.h"
 
 #include "tensor_checks.h"
 
 namespace mfext {
 
-ImplicitSizes check_implicit_matvec_args(const char* op, const at::Tensor& indptr,
-                                         const at::Tensor& indices, const at::Tensor& weight,
-                                         const at::Tensor& Y, const at::Tensor& gram,
-                                         const at::Tensor& X,
-                                         const std::optional<at::Tensor>& target) {
+ImplicitSizes check_implicit_cg_args(const char* op, const at::Tensor& X,
+                                     const at::Tensor& indptr, const at::Tensor& indices,
+                                     const at::Tensor& weight, const at::Tensor& Y,
+                                     const at::Tensor& gram, int64_t cg_steps) {
+  TORCH_CHECK_VALUE(cg_steps >= 1, op, ": cg_steps must be at least 1, got ", cg_steps);
   TORCH_CHECK(indptr.defined() && indptr.layout() == at::kStrided && indptr.dim() == 1 &&
                   indptr.scalar_type() == at::kLong && indptr.size(0) >= 1,
               op, ": argument 'indptr' must be a non-empty 1-D int64 tensor (R + 1,), got shape ",
@@ -36,14 +36,6 @@ ImplicitSizes check_implicit_matvec_args(const char* op, const at::Tensor& indpt
   TORCH_CHECK(X.size(0) == R && X.size(1) == d, op, ": X must have shape (R, d) = (", R, ", ", d,
               ") to match indptr (R + 1 = ", R + 1, ") and Y of shape ", Y.sizes(), ", got ",
               X.sizes());
-  if (target.has_value()) {
-    check_float_tensor(op, "target", *target, 1, false);
-    check_same_dtype(op, "Y", Y, "target", *target);
-    check_same_device(op, "Y", Y, "target", *target);
-    TORCH_CHECK(target->size(0) == nnz, op,
-                ": indices and target must have the same length, got ", nnz, " and ",
-                target->size(0));
-  }
   return {R, n, d, nnz};
 }
 

@@ -1,0 +1,90 @@
+// CUDA implementation of mfext::implicit_als_cg_: checks, buffers, stream, the
+// GEMMs (cuBLAS through at::mm_out) and the typed parameters of the kernels
+// (implicit_als_cg.h). Per call:
+//   validate; PG = X @ gram; rows(first); cg_steps x { PG = P @ gram; rows(step) }; finish
+// The argument checks are the CPU op's own (../implicit_als_cg_checks.h); the
+// indptr and indices values are checked on the GPU by the validation kernel,
+// which makes the rows kernels do nothing, turns X into NaN and reports the
+// first bad position at the next mfext call, so that nothing here reads device
+// data or synchronizes the device. (Unlike the CPU, every step's GEMM runs even
+// when every row has stopped: knowing it would need a synchronization.)
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "../implicit_als_cg_checks.h"
+#include "glue.h"
+#include "implicit_als_cg.h"
+
+namespace mfext {
+namespace cuda {
+namespace {
+
+constexpr const char* kOp = "mfext::implicit_als_cg_";
+
+void implicit_als_cg_cuda(const at::Tensor& X,       // (R, d), in place
+                          const at::Tensor& indptr,  // (R + 1,) int64
+                          const at::Tensor& indices, // (nnz,) int32/int64
+                          const at::Tensor& weight,  // (nnz,)
+                          const at::Tensor& Y,       // (n, d)
+                          const at::Tensor& gram,    // (d, d)
+                          int64_t cg_steps) {
+  const ImplicitSizes s =
+      check_implicit_cg_args(kOp, X, indptr, indices, weight, Y, gram, cg_steps);
+  TORCH_CHECK(s.d <= kImplicitCgMaxD, kOp, ": d = ", s.d, " is larger than the CUDA kernels take (",
+              kImplicitCgMaxD, ")");
+  raise_pending_errors();
+  if (s.R == 0) return;
+  const c10::cuda::CUDAGuard guard(Y.device());
+  const at::Tensor ip = indptr.contiguous(), idx = indices.contiguous();
+  const at::Tensor w = weight.contiguous(), Yc = Y.contiguous();
+  at::Tensor Xc = X.is_contiguous() ? X : X.contiguous();  // (R, d)
+  at::Tensor r = at::empty({s.R, s.d}, Y.options());         // (R, d)
+  at::Tensor P = at::empty({s.R, s.d}, Y.options());         // (R, d)
+  at::Tensor PG = at::empty({s.R, s.d}, Y.options());        // (R, d)
+  at::Tensor rs = at::empty({s.R}, Y.options());             // (R,)
+  at::Tensor active = at::empty({s.R}, Y.options().dtype(at::kByte));  // (R,)
+  at::Tensor ws = at::empty({static_cast<int64_t>(implicit_cg_workspace_bytes())},
+                            Y.options().dtype(at::kByte));
+  const DeviceInfo dev = device_info(Y.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  dispatch_value_index(kOp, Y.scalar_type(), indices.scalar_type(), [&](auto value, auto index) {
+    using T = typename decltype(value)::type;
+    using I = typename decltype(index)::type;
+    ImplicitCgParams<T, I> p;
+    p.indptr = ip.const_data_ptr<int64_t>();
+    p.indices = idx.const_data_ptr<I>();
+    p.weight = w.const_data_ptr<T>();
+    p.Y = Yc.const_data_ptr<T>();
+    p.X = Xc.data_ptr<T>();
+    p.r = r.data_ptr<T>();
+    p.p = P.data_ptr<T>();
+    p.PG = PG.data_ptr<T>();
+    p.rs = rs.data_ptr<T>();
+    p.active = active.data_ptr<uint8_t>();
+    p.R = s.R;
+    p.n = s.n;
+    p.d = s.d;
+    p.nnz = s.nnz;
+    p.mailbox = mailbox_for(Y.device());
+    MFEXT_CUDA_LAUNCHED(implicit_cg_validate_launch(p, ws.data_ptr(), dev, stream));
+    at::mm_out(PG, Xc, gram);  // gram symmetric: row r holds gram x_r
+    MFEXT_CUDA_LAUNCHED(implicit_cg_rows_launch(p, true, ws.data_ptr(), dev, stream));
+    for (int64_t step = 0; step < cg_steps; ++step) {
+      at::mm_out(PG, P, gram);
+      MFEXT_CUDA_LAUNCHED(implicit_cg_rows_launch(p, false, ws.data_ptr(), dev, stream));
+    }
+    MFEXT_CUDA_LAUNCHED(implicit_cg_finish_launch(p, ws.data_ptr(), dev, stream));
+  });
+  if (!Xc.is_same(X)) X.copy_(Xc);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mfext, CUDA, m) {
+  m.impl("implicit_als_cg_", &implicit_als_cg_cuda);
+}
+
+}  // namespace cuda
+}  // namespace mfext
