@@ -179,9 +179,27 @@ void cg_case(const CgCase& c, bool quick) {
   const auto ref = reference(indptr, idx64, to_double(w.data(), nnz), to_double(Y.data(), n * d),
                              to_double(gram.data(), d * d), to_double(X.data(), R * d), R, d,
                              steps);
-  const double tol = sizeof(T) == 8 ? 1e-9 : 3e-3;
-  const double err = rel_err(got, ref);
+  // Run to convergence (steps = d + 2), the float64 iterates drift apart at the
+  // level of the system's condition number times the rounding: a looser bound.
+  const double tol = sizeof(T) == 8 ? (c.steps > 0 ? 1e-9 : 1e-7) : 3e-3;
+  // Relative to the larger of |ref| and |x0| (a row whose solution is 0 ends near
+  // the rounding of its start, not at 0 exactly).
+  double num = 0, den = 0, den0 = 0;
+  for (int64_t i = 0; i < R * d; ++i) {
+    num += (got[i] - ref[i]) * (got[i] - ref[i]);
+    den += ref[i] * ref[i];
+    den0 += double(X[i]) * double(X[i]);
+  }
+  const double err = std::isnan(num) ? INFINITY : std::sqrt(num / std::max({den, den0, 1e-300}));
   std::printf("  %s: x %.1e (%.1f s)\n", name, err, elapsed());
+  if (err > tol && R * d <= 4) {
+    for (int64_t i = 0; i < R * d; ++i)
+      std::printf("    x0 %.9g got %.9g ref %.9g\n", double(X[i]), got[i], ref[i]);
+    for (int64_t e = 0; e < nnz; ++e)
+      std::printf("    e %lld idx %lld w %.9g\n", (long long)e, (long long)idx64[e], double(w[e]));
+    for (int64_t i = 0; i < n * d; ++i) std::printf("    Y %.9g\n", double(Y[i]));
+    std::printf("    gram %.9g\n", double(gram[0]));
+  }
   check(err <= tol, std::string(name) + ": above tolerance");
   if (!quick || d == 7) {  // the same bits with the blocks in reverse and another grid
     Buffer X2(sizeof(T) * R * d);
