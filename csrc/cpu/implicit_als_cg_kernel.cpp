@@ -49,6 +49,8 @@ struct CgProblem {
 // Adds sum_e coef(e) y_c to acc (d,), four entries at a time: their dot
 // products are independent, so their reductions overlap; the updates of acc
 // run in entry order. kFirst: coef = 1 + w (1 - y . v); else coef = w (y . v).
+constexpr int64_t kPrefetch = 8;  // entries ahead whose Y rows are prefetched
+
 template <int K, bool kFirst, typename scalar_t, typename index_t>
 inline void add_sparse(const CgProblem<scalar_t, index_t>& p, int64_t e0, int64_t e1,
                        const scalar_t* __restrict v, scalar_t* __restrict acc, int64_t d) {
@@ -58,6 +60,12 @@ inline void add_sparse(const CgProblem<scalar_t, index_t>& p, int64_t e0, int64_
   };
   int64_t e = e0;
   for (; e + 4 <= e1; e += 4) {
+    // Prefetch the rows of Y that entries kPrefetch ahead will read: the rows are
+    // random, so their loads miss the cache unless started early.
+    for (int64_t f = e + kPrefetch; f < std::min(e + kPrefetch + 4, e1); ++f) {
+      const char* row = reinterpret_cast<const char*>(p.Y + static_cast<int64_t>(p.indices[f]) * d);
+      for (int64_t b = 0; b < d * int64_t(sizeof(scalar_t)); b += 64) __builtin_prefetch(row + b, 0, 3);
+    }
     const scalar_t* __restrict y0 = p.Y + static_cast<int64_t>(p.indices[e]) * d;
     const scalar_t* __restrict y1 = p.Y + static_cast<int64_t>(p.indices[e + 1]) * d;
     const scalar_t* __restrict y2 = p.Y + static_cast<int64_t>(p.indices[e + 2]) * d;
