@@ -344,18 +344,7 @@ __global__ void __launch_bounds__(kValidateThreads)
     const T v = reg[q];
     if (!(v >= T(0) && v <= Limits<T>::max)) note_bad(bad_reg, q);
   }
-  for (int64_t r = start; r <= R; r += stride) {
-    const int64_t v = indptr[r];
-    if (v < 0 || v > nnz || (r > 0 && v < indptr[r - 1])) note_bad(bad_ptr, r);
-  }
-  // The span the rows read, as the CPU checks it (clamped: indptr may be bad).
-  const int64_t first = indptr[0], last = indptr[R];
-  const int64_t lo = first < 0 ? 0 : (first > nnz ? nnz : first);
-  const int64_t hi = last < lo ? lo : (last > nnz ? nnz : last);
-  for (int64_t e = lo + start; e < hi; e += stride) {
-    const int64_t c = int64_t(indices[e]);
-    if (c < 0 || c >= n) note_bad(bad_idx, e);
-  }
+  scan_csr(indptr, indices, R, n, nnz, start, stride, bad_ptr, bad_idx);
   flush_bad(&status->bad_aux[0], bad_ptr);
   flush_bad(&status->bad_col, bad_idx);
   flush_bad(&status->bad_weight, bad_reg);

@@ -154,5 +154,29 @@ __device__ __forceinline__ void flush_bad(unsigned long long* status_field,
   if (local != kNoError) atomicMin(status_field, local);
 }
 
+// Grid-stride scan of a CSR index: the offsets indptr (R + 1,) must be
+// non-decreasing within [0, nnz], and the span of indices (nnz,) they cover must
+// lie in [0, n). Notes the first bad offset in bad_ptr and the first bad entry in
+// bad_idx (this thread's share; flushed by the caller). The span is clamped, since
+// indptr may itself be bad, and is the one the CPU checks.
+template <typename Idx>
+__device__ __forceinline__ void scan_csr(const int64_t* __restrict__ indptr,
+                                         const Idx* __restrict__ indices, int64_t R, int64_t n,
+                                         int64_t nnz, int64_t start, int64_t stride,
+                                         unsigned long long& bad_ptr,
+                                         unsigned long long& bad_idx) {
+  for (int64_t r = start; r <= R; r += stride) {
+    const int64_t v = indptr[r];
+    if (v < 0 || v > nnz || (r > 0 && v < indptr[r - 1])) note_bad(bad_ptr, r);
+  }
+  const int64_t first = indptr[0], last = indptr[R];
+  const int64_t lo = first < 0 ? 0 : (first > nnz ? nnz : first);
+  const int64_t hi = last < lo ? lo : (last > nnz ? nnz : last);
+  for (int64_t e = lo + start; e < hi; e += stride) {
+    const int64_t c = int64_t(indices[e]);
+    if (c < 0 || c >= n) note_bad(bad_idx, e);
+  }
+}
+
 }  // namespace cuda
 }  // namespace mfext

@@ -56,18 +56,7 @@ __global__ void __launch_bounds__(kValidateThreads)
   unsigned long long bad_ptr = kNoError, bad_idx = kNoError;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t start = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  for (int64_t r = start; r <= R; r += stride) {
-    const int64_t v = indptr[r];
-    if (v < 0 || v > nnz || (r > 0 && v < indptr[r - 1])) note_bad(bad_ptr, r);
-  }
-  // The span the rows read, as the CPU checks it (clamped: indptr may be bad).
-  const int64_t first = indptr[0], last = indptr[R];
-  const int64_t lo = first < 0 ? 0 : (first > nnz ? nnz : first);
-  const int64_t hi = last < lo ? lo : (last > nnz ? nnz : last);
-  for (int64_t e = lo + start; e < hi; e += stride) {
-    const int64_t c = int64_t(indices[e]);
-    if (c < 0 || c >= n) note_bad(bad_idx, e);
-  }
+  scan_csr(indptr, indices, R, n, nnz, start, stride, bad_ptr, bad_idx);
   flush_bad(&status->bad_aux[0], bad_ptr);
   flush_bad(&status->bad_col, bad_idx);
 }
