@@ -83,9 +83,7 @@ def evaluate_command(model_path: str, test_path: str, *, k: int = 10, threshold:
     relevant = vals >= threshold
     if not bool(relevant.any()):
         raise ValueError(f"{test_path}: no known test rating is >= --threshold {threshold}")
-    seen_counts = model._seen_indptr[1:] - model._seen_indptr[:-1]
-    train = (torch.repeat_interleave(torch.arange(m, device=seen_counts.device), seen_counts),
-             model._seen_items, torch.ones(model._seen_items.numel(), device=seen_counts.device))
+    train = model._seen_interactions()
     test = (rows[relevant], cols[relevant], torch.ones(int(relevant.sum())))
     res = metrics.ranking_metrics(model, tuple(x.cpu() for x in train), test, k=k)
     out.update(res)

@@ -270,6 +270,22 @@ class RecommenderBase(ParamsMixin, IdMapsMixin, PredictMixin, ServingMixin, Fold
         self.user_factors_, self.item_factors_ = W, Ht
         self.user_bias_, self.item_bias_ = bu, bi
 
+    def _seen_interactions(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """The training (user, item) pairs the model excludes from ``recommend``.
+
+        Reads the seen-items index only, so it also serves during a fit, once
+        the base has built that index.
+
+        Returns
+        -------
+        rows, cols : Tensor, (s,), int64, model device, in (user, item) order
+        vals : Tensor, (s,), ones in the model dtype (a form every input accepts)
+        """
+        counts = self._seen_indptr[1:] - self._seen_indptr[:-1]
+        rows = torch.repeat_interleave(torch.arange(self.n_users_, device=counts.device), counts)
+        ones = torch.ones(self._seen_items.numel(), dtype=self.dtype, device=counts.device)
+        return rows, self._seen_items, ones
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "user_factors_"):
             raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit first")

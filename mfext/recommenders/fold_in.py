@@ -251,9 +251,7 @@ class FoldInMixin:
         F_new[:F.shape[0]], b_new[:b.shape[0]] = F, b
         F_new[idx_d], b_new[idx_d] = factors, bias
         # The seen (user, item) pairs: the given rows' old ones out, their new ones in.
-        seen_u = torch.repeat_interleave(torch.arange(self.n_users_, device=dev),
-                                         self._seen_indptr[1:] - self._seen_indptr[:-1])
-        seen_i = self._seen_items
+        seen_u, seen_i, _ = self._seen_interactions()
         replaced = torch.zeros(n_new, dtype=torch.bool, device=dev)
         replaced[idx_d] = True
         keep = ~replaced[seen_u if side == "user" else seen_i]

@@ -18,7 +18,6 @@ epochs run on the shared loop of :mod:`mfext.training`.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
@@ -242,20 +241,13 @@ class ImplicitALS(RecommenderBase):
         if bool((vv < 0).any()):
             raise ValueError("validation: interaction strengths must be >= 0")
         test = (vr[keep], vc[keep], vv[keep])
-        train = (self._seen_rows(), self._seen_items,
-                 torch.ones(self._seen_items.numel(), dtype=self.dtype,
-                            device=self._seen_items.device))
+        train = self._seen_interactions()
 
         def evaluate() -> Dict[str, float]:
             res = metrics.ranking_metrics((solver.f.W, solver.f.Ht), train, test, k=10)
             return {"val_precision@10": res["precision"], "val_ndcg@10": res["ndcg"]}
 
         return evaluate
-
-    def _seen_rows(self) -> Tensor:
-        """The user of each seen-items entry (s,), from the CSR index."""
-        counts = self._seen_indptr[1:] - self._seen_indptr[:-1]
-        return torch.repeat_interleave(torch.arange(self.n_users_, device=counts.device), counts)
 
     def _divergence_message(self, prm: Dict[str, Any]
                             ) -> Callable[[int, float, Optional[int]], str]:
