@@ -16,7 +16,10 @@ ImplicitSizes check_implicit_cg_args(const char* op, const at::Tensor& X,
   check_index_tensor(op, "indices", indices);
   check_float_tensor(op, "weight", weight, 1, false);
   check_float_tensor(op, "Y", Y, 2, false);
-  check_float_tensor(op, "gram", gram, 2, false);
+  TORCH_CHECK(gram.defined() && (gram.dim() == 1 || gram.dim() == 2), op,
+              ": argument 'gram' must be a (d, d) or (d,) tensor, got ",
+              gram.defined() ? gram.dim() : 0, " dimensions");
+  check_float_tensor(op, "gram", gram, gram.dim(), false);
   check_float_tensor(op, "X", X, 2, false);
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"weight", &weight},
                                 {"gram", &gram}, {"X", &X}}) {
@@ -31,8 +34,9 @@ ImplicitSizes check_implicit_cg_args(const char* op, const at::Tensor& X,
   TORCH_CHECK(d >= 1, op, ": Y must have at least one column, got shape ", Y.sizes());
   TORCH_CHECK(weight.size(0) == nnz, op, ": indices and weight must have the same length, got ",
               nnz, " and ", weight.size(0));
-  TORCH_CHECK(gram.size(0) == d && gram.size(1) == d, op, ": gram must have shape (d, d) = (", d,
-              ", ", d, ") to match Y of shape ", Y.sizes(), ", got ", gram.sizes());
+  TORCH_CHECK(gram.size(0) == d && (gram.dim() == 1 || gram.size(1) == d), op,
+              ": gram must have shape (d, d) = (", d, ", ", d, ") or (d,) = (", d,
+              ",) to match Y of shape ", Y.sizes(), ", got ", gram.sizes());
   TORCH_CHECK(X.size(0) == R && X.size(1) == d, op, ": X must have shape (R, d) = (", R, ", ", d,
               ") to match indptr (R + 1 = ", R + 1, ") and Y of shape ", Y.sizes(), ", got ",
               X.sizes());

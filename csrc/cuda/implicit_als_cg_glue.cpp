@@ -2,6 +2,7 @@
 // GEMMs (cuBLAS through at::mm_out) and the typed parameters of the kernels
 // (implicit_als_cg.h). Per call:
 //   validate; PG = X @ gram; rows(first); cg_steps x { PG = P @ gram; rows(step) }; finish
+// where a (d,) gram (a diagonal G) makes each "@ gram" a broadcast product.
 // The argument checks are the CPU op's own (../implicit_als_cg_checks.h); the
 // indptr and indices values are checked on the GPU by the validation kernel,
 // which makes the rows kernels do nothing, turns X into NaN and reports the
@@ -28,7 +29,7 @@ void implicit_als_cg_cuda(const at::Tensor& X,       // (R, d), in place
                           const at::Tensor& indices, // (nnz,) int32/int64
                           const at::Tensor& weight,  // (nnz,)
                           const at::Tensor& Y,       // (n, d)
-                          const at::Tensor& gram,    // (d, d)
+                          const at::Tensor& gram,    // (d, d), or (d,) for diag(gram)
                           int64_t cg_steps) {
   const ImplicitSizes s =
       check_implicit_cg_args(kOp, X, indptr, indices, weight, Y, gram, cg_steps);
@@ -69,10 +70,18 @@ void implicit_als_cg_cuda(const at::Tensor& X,       // (R, d), in place
     p.nnz = s.nnz;
     p.mailbox = mailbox_for(Y.device());
     MFEXT_CUDA_LAUNCHED(implicit_cg_validate_launch(p, ws.data_ptr(), dev, stream));
-    at::mm_out(PG, Xc, gram);  // gram symmetric: row r holds gram x_r
+    // PG = V @ G; gram symmetric: row r holds G v_r.
+    auto times_gram = [&](const at::Tensor& V) {
+      if (gram.dim() == 1) {
+        at::mul_out(PG, V, gram);
+      } else {
+        at::mm_out(PG, V, gram);
+      }
+    };
+    times_gram(Xc);
     MFEXT_CUDA_LAUNCHED(implicit_cg_rows_launch(p, true, ws.data_ptr(), dev, stream));
     for (int64_t step = 0; step < cg_steps; ++step) {
-      at::mm_out(PG, P, gram);
+      times_gram(P);
       MFEXT_CUDA_LAUNCHED(implicit_cg_rows_launch(p, false, ws.data_ptr(), dev, stream));
     }
     MFEXT_CUDA_LAUNCHED(implicit_cg_finish_launch(p, ws.data_ptr(), dev, stream));

@@ -13,7 +13,10 @@ c_c = 1`` elsewhere. Its normal equations are ``A x = b`` with::
 The conjugate-gradient solver never forms ``A``. Per step the op runs one GEMM
 over every row (``P @ gram``, ``gram = Y^T Y + reg I`` shared by every row),
 then one fused pass per row that adds the sparse part and updates the row's
-CG state (``x``, ``r``, ``p``, ``|r|^2``) while the row is in cache.
+CG state (``x``, ``r``, ``p``, ``|r|^2``) while the row is in cache. In the
+eigenbasis of ``Y^T Y`` (``Y -> Y Q``, ``x -> Q^T x``) the shared term is
+diagonal, CG's iterates are the same vectors rotated, and the op takes the
+diagonal alone (a 1-D ``gram``): no GEMM at all.
 
 The exact solve (Cholesky) is :func:`mfext.ops.als.als_solve` with
 ``base=gram`` and ``weight=w``. This module owns the op's typed wrapper and
@@ -50,10 +53,13 @@ def implicit_als_cg_(X: Tensor, indptr: Tensor, indices: Tensor, weight: Tensor,
             if rs_new < 1e-20: break
             p = r + (rs_new / rs) p ; rs = rs_new
 
-    ``gram @ p`` of every row is one GEMM per step (torch's; cuBLAS on CUDA);
-    the sparse part and the vector update are one fused pass over the rows.
-    On the CPU each row's entries are summed in entry order by one thread, so
-    the result depends on the thread count only through the GEMM. Duplicate
+    With a full ``gram``, ``G p`` of every row is one GEMM per step (torch's;
+    cuBLAS on CUDA) and the sparse part and the vector update are one fused
+    pass over the rows. With a diagonal one, ``G p`` is ``d`` products: on the
+    CPU each row then runs all of its steps back to back while its rows of Y
+    are in cache. On the CPU each row's entries are summed in a fixed order by
+    one thread, so the result depends on the thread count only through the
+    full gram's GEMM, and not at all with a diagonal gram. Duplicate
     entries count each time. With ``cg_steps >= d`` the result is the exact
     solution up to rounding.
 
@@ -69,8 +75,10 @@ def implicit_als_cg_(X: Tensor, indptr: Tensor, indices: Tensor, weight: Tensor,
         ``c_e - 1 >= 0`` (``alpha * r`` for the linear confidence).
     Y : Tensor, (n, d), dtype of X
         The fixed factors of the other side.
-    gram : Tensor, (d, d), dtype of X
-        ``Y^T Y + reg I`` (symmetric).
+    gram : Tensor, (d, d) or (d,), dtype of X
+        ``G``: ``Y^T Y + reg I`` (symmetric), or the diagonal of a diagonal
+        ``G`` (then ``A = diag(gram) + ...``; :class:`~mfext.ImplicitALS`
+        rotates Y into the eigenbasis of ``Y^T Y`` to get this form).
     cg_steps : int
         CG steps, at least 1.
 
@@ -105,8 +113,9 @@ def _implicit_als_cg_fake(X, indptr, indices, weight, Y, gram, cg_steps):
                  lambda: "indices and weight must have the same length")
     torch._check(Y.dim() == 2, lambda: "Y must be 2-D")
     d = Y.shape[1]
-    torch._check(gram.dim() == 2 and gram.shape[0] == d and gram.shape[1] == d,
-                 lambda: "gram must have shape (d, d)")
+    torch._check((gram.dim() == 2 and gram.shape[0] == d and gram.shape[1] == d)
+                 or (gram.dim() == 1 and gram.shape[0] == d),
+                 lambda: "gram must have shape (d, d) or (d,)")
     torch._check(X.dim() == 2 and X.shape[0] == indptr.shape[0] - 1 and X.shape[1] == d,
                  lambda: "X must have shape (R, d)")
     return None

@@ -105,10 +105,20 @@ class ImplicitProblem:
         self.items = csr_side(self.cols, self.rows, self.weight, self.n, self.m)
 
 
-def _gram(Y: Tensor, reg: float) -> Tensor:
-    """``Y^T Y + reg I`` (d, d), accumulated in float64 and rounded once to Y's dtype."""
-    Yd = Y.double()
-    g = Yd.t() @ Yd
+def _gram(Y: Tensor, reg: float, wide: bool) -> Tensor:
+    """``Y^T Y + reg I`` (d, d) in Y's dtype; ``wide``: accumulated in float64, rounded once.
+
+    The exact (Cholesky) path takes the wide Gram: it is the base of every
+    row's normal equations. The CG path takes Y's own: a few CG steps from a
+    warm start do not resolve the difference, and in float32 the wide Gram
+    costs about as much as a whole CG pass at k = 128 (the float64 GEMM and
+    the copy of Y).
+    """
+    if wide:
+        Yd = Y.double()
+        g = Yd.t() @ Yd
+    else:
+        g = Y.t() @ Y
     g.diagonal().add_(reg)
     return g.to(Y.dtype)
 
@@ -121,16 +131,33 @@ def implicit_half_step(side: _Side, Y: Tensor, X: Tensor, reg: float, method: st
     ``cg_steps`` conjugate-gradient steps on the normal equations from the
     current X, for all rows at once (each row stops when its residual norm^2
     falls below 1e-20, as in implicit).
+
+    On the CPU the CG runs in the eigenbasis of ``Y^T Y = Q diag(lam) Q^T``:
+    with ``Y Q`` and ``Q^T x`` the shared term is ``diag(lam) + reg I``, CG's
+    iterates are the same vectors rotated (CG is invariant under an orthogonal
+    change of basis, up to rounding), and the op then needs no GEMM per step
+    and runs each row's steps back to back while the row's entries are in
+    cache (:func:`mfext.ops.implicit.implicit_als_cg_` with a 1-D gram). The
+    rotation costs one d x d eigendecomposition and three GEMMs, against four
+    (R, d) x (d, d) GEMMs and four streaming passes over the CG state. On a
+    GPU the GEMMs are cheap and the op takes the full Gram.
     """
     d = Y.shape[1]
     if method == "cholesky":
-        G = _gram(Y, 0.0)
+        G = _gram(Y, 0.0, wide=True)
         reg_diag = torch.full((d,), reg, dtype=Y.dtype, device=Y.device)
         X.copy_(als_solve(side.indptr, side.indices, side.target, Y, None, reg_diag, 0.0,
                           base=G, weight=side.weight))
         return
-    G = _gram(Y, reg)
-    implicit_als_cg_(X, side.indptr, side.indices, side.weight, Y, G, cg_steps)
+    if Y.device.type != "cpu":
+        implicit_als_cg_(X, side.indptr, side.indices, side.weight, Y, _gram(Y, reg, wide=False),
+                         cg_steps)
+        return
+    lam, Q = torch.linalg.eigh(_gram(Y, 0.0, wide=False))  # (d,), (d, d)
+    lam = lam.clamp_(min=0.0) + reg  # Y^T Y is positive semi-definite: drop rounding below 0
+    Xr = X @ Q  # (R, d)
+    implicit_als_cg_(Xr, side.indptr, side.indices, side.weight, Y @ Q, lam, cg_steps)
+    torch.mm(Xr, Q.t(), out=X)
 
 
 def implicit_objective(p: ImplicitProblem, W: Tensor, Ht: Tensor, reg: float) -> float:

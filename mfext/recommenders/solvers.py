@@ -49,7 +49,18 @@ class Factors:
         return Factors(self.W.clone(), self.Ht.clone(), self.bu.clone(), self.bi.clone())
 
     def is_finite(self) -> bool:
-        return all(bool(torch.isfinite(t).all()) for t in (self.W, self.Ht, self.bu, self.bi))
+        """Whether every value is finite: the min and max of each tensor, in one pass.
+
+        Both propagate NaN and an infinity is one of them, so the test is exact;
+        it reads each tensor once, where ``isfinite(t).all()`` also writes a
+        mask of the tensor's size (about 1 ms for a (6040, 128) factor).
+        """
+        for t in (self.W, self.Ht, self.bu, self.bi):
+            if t.numel():
+                lo, hi = torch.aminmax(t)
+                if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+                    return False
+        return True
 
     def copy_(self, other: "Factors") -> None:
         """Overwrite these tensors, in place, with ``other``'s values."""

@@ -69,8 +69,11 @@ def test_als_base_and_weight_match_the_cpu(dtype, d, idx):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d", [1, 7, 32, 64, 128, 200, 300])
 @pytest.mark.parametrize("steps", [1, 3, 0])
-def test_cg_matches_the_cpu(dtype, d, steps):
+@pytest.mark.parametrize("diagonal", [False, True], ids=["full_gram", "diag_gram"])
+def test_cg_matches_the_cpu(dtype, d, steps, diagonal):
     indptr, indices, weight, _, Y, gram, X = _problem(53, 41, d, 7, dtype, seed=d + steps)
+    if diagonal:  # a (d,) gram: the CPU runs rows back to back, CUDA its broadcast product
+        gram = gram.diagonal().clone()
     steps = steps or d + 2
     Xg = X.cuda()
     implicit_als_cg_(Xg, indptr.cuda(), indices.cuda(), weight.cuda(), Y.cuda(), gram.cuda(),
@@ -113,8 +116,9 @@ def test_cg_bad_index_is_reported_at_the_next_call():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_opcheck_cg_on_cuda(dtype):
     indptr, indices, weight, _, Y, gram, X = _problem(9, 7, 5, 4, dtype, 4)
-    args = tuple(a.cuda() for a in (X, indptr, indices, weight, Y, gram)) + (2,)
-    torch.library.opcheck(torch.ops.mfext.implicit_als_cg_.default, args)
+    for g in (gram, gram.diagonal().clone()):
+        args = tuple(a.cuda() for a in (X, indptr, indices, weight, Y, g)) + (2,)
+        torch.library.opcheck(torch.ops.mfext.implicit_als_cg_.default, args)
 
 
 def test_cg_half_step_matches_the_cpu():

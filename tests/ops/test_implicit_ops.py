@@ -154,6 +154,73 @@ def test_cg_is_deterministic_across_thread_counts(dtype):
     assert torch.equal(outs[1][1], outs[2][1])
 
 
+def _diag_case(shape, dtype, seed):
+    """A CG case whose shared term is diagonal: gram (d,) in [0.5, 2.5)."""
+    X, indptr, cols, w, Y, _ = _cg_case(shape, dtype, seed)
+    g = torch.Generator().manual_seed(seed + 2)
+    lam = (0.5 + 2 * torch.rand(shape[2], generator=g, dtype=torch.float64)).to(dtype)
+    return X, indptr, cols, w, Y, lam
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", CG_SHAPES)
+@pytest.mark.parametrize("steps", [1, 3])
+def test_cg_diagonal_gram_matches_dense_reference(dtype, shape, steps):
+    """A 1-D gram is diag(gram): each row's steps run back to back on the CPU."""
+    X, indptr, cols, w, Y, lam = _diag_case(shape, dtype, seed=7 * sum(shape) + steps)
+    ref, _, _ = _cg_reference(X, indptr, cols, w, Y, torch.diag(lam.double()), steps)
+    implicit_als_cg_(X, indptr, cols, w, Y, lam, steps)
+    tol = dict(rtol=2e-3, atol=2e-4) if dtype == torch.float32 else TOL[dtype]
+    torch.testing.assert_close(X.double(), ref, **tol)
+
+
+@pytest.mark.parametrize("shape", [(11, 23, 32, 90), (6, 19, 128, 50), (9, 29, 33, 70)])
+def test_cg_in_the_eigenbasis_gives_the_full_gram_iterates(shape):
+    """With Y -> Y Q and X -> X Q for Y^T Y + reg I = Q diag(lam) Q^T, the diagonal
+    gram's CG gives the full gram's iterates rotated (what ImplicitALS relies on)."""
+    X, indptr, cols, w, Y, gram = _cg_case(shape, torch.float64, seed=sum(shape))
+    lam, Q = torch.linalg.eigh(gram)
+    Xr = X @ Q
+    implicit_als_cg_(X, indptr, cols, w, Y, gram, 3)
+    implicit_als_cg_(Xr, indptr, cols, w, Y @ Q, lam, 3)
+    torch.testing.assert_close(Xr @ Q.t(), X, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cg_diagonal_gram_is_bitwise_identical_for_any_thread_count(dtype):
+    X, indptr, cols, w, Y, lam = _diag_case((700, 200, 32, 14000), dtype, seed=8)
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            Z = X.clone()
+            implicit_als_cg_(Z, indptr, cols, w, Y, lam, 3)
+            outs.append(Z)
+    finally:
+        torch.set_num_threads(before)
+    assert not torch.equal(outs[0], X)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+def test_cg_diagonal_gram_view_and_bad_shapes():
+    X, indptr, cols, w, Y, lam = _diag_case((6, 10, 8, 25), torch.float64, seed=4)
+    big = torch.zeros(16, dtype=torch.float64)
+    big[::2] = lam
+    Xv = X.clone()
+    implicit_als_cg_(Xv, indptr, cols, w, Y, big[::2], 2)  # a non-contiguous (d,) view
+    implicit_als_cg_(X, indptr, cols, w, Y, lam, 2)
+    assert torch.equal(Xv, X)
+    X0 = X.clone()
+    with pytest.raises(RuntimeError, match=r"gram must have shape \(d, d\) = \(8, 8\) or \(d,\)"):
+        implicit_als_cg_(X, indptr, cols, w, Y, lam[:7], 2)
+    with pytest.raises(RuntimeError, match="'gram' must be a \\(d, d\\) or \\(d,\\) tensor"):
+        implicit_als_cg_(X, indptr, cols, w, Y, lam.reshape(2, 2, 2), 2)
+    with pytest.raises(RuntimeError, match="gram"):
+        implicit_als_cg_(X, indptr, cols, w, Y, lam.float(), 2)
+    assert torch.equal(X, X0)
+
+
 def test_cg_bad_inputs_name_the_argument_and_leave_X():
     X, indptr, cols, w, Y, gram = _cg_case((4, 6, 3, 10), torch.float64, seed=1)
     X0 = X.clone()
@@ -236,6 +303,7 @@ def _samples():
             X = torch.randn(shape[0], d, dtype=dtype)
             out.append(("cg", (X, indptr, cols, w, Y, gram + Y.t() @ Y, 2)))
             out.append(("cg", (X.clone(), indptr, cols.int(), w, Y, gram, 1)))
+            out.append(("cg", (X.clone(), indptr, cols, w, Y, torch.ones(d, dtype=dtype), 2)))
             reg = torch.full((d,), 0.1, dtype=dtype)
             out.append(("solve", (indptr, cols, t, Y, None, reg, 0.0, gram, w)))
             out.append(("normal", (indptr, cols, t, Y, None, reg, 0.0, gram, w)))
