@@ -9,6 +9,7 @@ machine facts, the runner, the reports, the plots and the MovieLens run.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
@@ -69,6 +70,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="--movielens: implicit feedback instead (ratings >= 4): ImplicitALS's "
                         "time per iteration, P@10 and nDCG@10 beside implicit's ALS when it is "
                         "installed")
+    p.add_argument("--reg", type=float, default=None,
+                   help="--movielens --implicit: every model's reg (default: the value of a grid "
+                        "with the peer's best P@10 on a validation part of the training set)")
 
 
 def _devices(spec: str) -> List[str]:
@@ -110,9 +114,11 @@ def run_bench(args: argparse.Namespace, argv: Optional[List[str]] = None) -> dic
         check_positive_int(args.rank, "--rank")
         check_positive_int(args.max_iter, "--max-iter")
         device = None if args.device == "all" else str(check_device(args.device))
+        if args.reg is not None and not (math.isfinite(args.reg) and args.reg >= 0):
+            raise ValueError(f"--reg must be a finite number >= 0, got {args.reg}")
         check_out_dir(out_dir)
         return run_implicit_movielens(args.movielens, out_dir, rank=args.rank,
-                                      iterations=args.max_iter, solvers=solvers,
+                                      iterations=args.max_iter, solvers=solvers, reg=args.reg,
                                       repeat=args.repeat if args.repeat is not None else 1,
                                       threads=args.threads, device=device, command=command)
     if args.movielens:
