@@ -221,7 +221,7 @@ int64_t cg_rows_kernel(const CgProblem<scalar_t, index_t>& p) {
       std::copy(acc, acc + d, pv);
       const scalar_t rs = cpu::dot<K>(r, r, d);
       p.rs[row] = rs;
-      const bool on = rs >= scalar_t(kConverged);
+      const bool on = !(rs < scalar_t(kConverged));  // a NaN goes on, and reaches X
       p.active[row] = on;
       still += on;
     } else {
@@ -272,7 +272,7 @@ void cg_diag_kernel(const CgProblem<scalar_t, index_t>& p, const scalar_t* __res
       add_sparse<K, true>(p, e0, e1, x, r, d);  // r = b - A x
       std::copy(r, r + d, pv);
       scalar_t rs = cpu::dot<K>(r, r, d);
-      for (int64_t s = 0; s < steps && rs >= scalar_t(kConverged); ++s) {
+      for (int64_t s = 0; s < steps && !(rs < scalar_t(kConverged)); ++s) {  // NaN goes on
 #pragma omp simd
         for (int64_t q = 0; q < d; ++q) ap[q] = lam[q] * pv[q];
         add_sparse<K, false>(p, e0, e1, pv, ap, d);  // Ap

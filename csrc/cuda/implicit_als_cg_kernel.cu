@@ -143,7 +143,7 @@ __device__ __forceinline__ void row_in_registers(const P<T, Idx>& p, int64_t row
     const T rs = group_allreduce(lane_dot(acc, acc), kWarp);
     if (lane == 0) {
       p.rs[row] = rs;
-      p.active[row] = rs >= T(kConverged) ? 1 : 0;
+      p.active[row] = rs < T(kConverged) ? 0 : 1;  // a NaN goes on, and reaches X
     }
   } else {
     const T pAp = group_allreduce(lane_dot(v, acc), kWarp);
@@ -207,7 +207,7 @@ __device__ __forceinline__ void row_in_memory(const P<T, Idx>& p, int64_t row, i
     const T rs = group_allreduce(s, kWarp);
     if (lane == 0) {
       p.rs[row] = rs;
-      p.active[row] = rs >= T(kConverged) ? 1 : 0;
+      p.active[row] = rs < T(kConverged) ? 0 : 1;  // a NaN goes on, and reaches X
     }
   } else {
     T s = T(0);

@@ -149,11 +149,14 @@ def implicit_half_step(side: _Side, Y: Tensor, X: Tensor, reg: float, method: st
         X.copy_(als_solve(side.indptr, side.indices, side.target, Y, None, reg_diag, 0.0,
                           base=G, weight=side.weight))
         return
-    if Y.device.type != "cpu":
-        implicit_als_cg_(X, side.indptr, side.indices, side.weight, Y, _gram(Y, reg, wide=False),
-                         cg_steps)
+    G = _gram(Y, 0.0, wide=False)  # (d, d)
+    if Y.device.type != "cpu" or not bool(torch.isfinite(G).all()):
+        # A non-finite Y (a diverged fit) goes through the plain op, which passes
+        # the NaN on to X for the divergence guard; eigh would raise instead.
+        G.diagonal().add_(reg)
+        implicit_als_cg_(X, side.indptr, side.indices, side.weight, Y, G, cg_steps)
         return
-    lam, Q = torch.linalg.eigh(_gram(Y, 0.0, wide=False))  # (d,), (d, d)
+    lam, Q = torch.linalg.eigh(G)  # (d,), (d, d)
     lam = lam.clamp_(min=0.0) + reg  # Y^T Y is positive semi-definite: drop rounding below 0
     Xr = X @ Q  # (R, d)
     implicit_als_cg_(Xr, side.indptr, side.indices, side.weight, Y @ Q, lam, cg_steps)

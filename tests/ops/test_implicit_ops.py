@@ -221,6 +221,21 @@ def test_cg_diagonal_gram_view_and_bad_shapes():
     assert torch.equal(X, X0)
 
 
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_cg_a_nan_reaches_x_instead_of_stopping_the_row(diagonal):
+    """A NaN residual is not "converged" (NaN < 1e-20 is false, as in the reference):
+    the rows whose entries read a NaN row of Y come back NaN, the others finite."""
+    X, indptr, cols, w, Y, gram = _cg_case((6, 10, 8, 25), torch.float64, seed=3)
+    if diagonal:
+        gram = gram.diagonal().clone()
+    Y[int(cols[-1])] = float("nan")
+    hit = torch.zeros(6, dtype=torch.bool)
+    for r in range(6):
+        hit[r] = bool((cols[int(indptr[r]):int(indptr[r + 1])] == cols[-1]).any())
+    implicit_als_cg_(X, indptr, cols, w, Y, gram, 2)
+    assert bool(torch.isnan(X[hit]).all(dim=1).all()) and bool(torch.isfinite(X[~hit]).all())
+
+
 def test_cg_bad_inputs_name_the_argument_and_leave_X():
     X, indptr, cols, w, Y, gram = _cg_case((4, 6, 3, 10), torch.float64, seed=1)
     X0 = X.clone()

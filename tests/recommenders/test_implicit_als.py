@@ -125,6 +125,30 @@ def test_cg_converges_to_the_exact_solve():
     assert not torch.allclose(few, X, atol=1e-6)
 
 
+def test_cg_half_step_in_the_eigenbasis_matches_the_full_gram_op():
+    """The CPU half-step rotates into Y^T Y's eigenbasis; the plain op on the full
+    gram gives the same factors (CG is invariant under the rotation)."""
+    m, n, d, reg, alpha = 30, 25, 6, 0.2, 3.0
+    p, C, P, Y = _problem(m, n, d, alpha, seed=9)
+    X = torch.rand(m, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    plain = X.clone()
+    gram = Y.t() @ Y + reg * torch.eye(d, dtype=torch.float64)
+    mfext.ops.implicit.implicit_als_cg_(plain, p.users.indptr, p.users.indices,
+                                        p.users.weight, Y, gram, 3)
+    isolvers.implicit_half_step(p.users, Y, X, reg, "cg", 3)
+    torch.testing.assert_close(X, plain, rtol=1e-9, atol=1e-10)
+
+
+def test_cg_half_step_passes_a_non_finite_y_on_to_x():
+    """A diverged Y makes X non-finite (for the divergence guard), not an eigh error."""
+    m, n, d, reg, alpha = 6, 7, 3, 0.1, 2.0
+    p, _, _, Y = _problem(m, n, d, alpha, seed=2)
+    Y[0, 0] = float("nan")
+    X = torch.zeros(m, d, dtype=torch.float64)
+    isolvers.implicit_half_step(p.users, Y, X, reg, "cg", 2)
+    assert not bool(torch.isfinite(X).all())
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_objective_matches_the_dense_one(dtype):
     m, n, d, reg, alpha = 8, 10, 4, 0.3, 2.0
