@@ -13,6 +13,8 @@ is the model's.
 """
 from __future__ import annotations
 
+import time
+
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
@@ -82,6 +84,7 @@ def fit_solver(model: Any, solver: Solver, *, max_iter: int,
         After publishing the fit as of the last finite epoch (its ``result`` is
         the loop's :class:`~mfext.training.TrainingResult`).
     """
+    setup = time.perf_counter() - start  # checks, ids, orders, blocks: before epoch 1
     try:
         if select is None and evaluate is not None:
             select = "val_rmse"
@@ -91,13 +94,14 @@ def fit_solver(model: Any, solver: Solver, *, max_iter: int,
                     verbose=bool(model.verbose), comm=model._comm,
                     describe_divergence=describe_divergence, start=start)
     except DivergenceError as err:
-        _publish(model, solver, err.result)  # the loop restored the last finite epoch
+        _publish(model, solver, err.result, setup)  # the loop restored the last finite epoch
         raise
-    _publish(model, solver, run)
+    _publish(model, solver, run, setup)
 
 
-def _publish(model: Any, solver: Solver, run: TrainingResult) -> None:
+def _publish(model: Any, solver: Solver, run: TrainingResult, setup: float) -> None:
     model.history_ = run.history
+    model.setup_seconds_ = setup
     model.best_epoch_ = run.best_step
     model.n_iter_ = run.n_iter
     model._set_factors(solver.f)

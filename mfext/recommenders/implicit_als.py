@@ -83,6 +83,9 @@ class ImplicitALS(RecommenderBase):
     history_ : list of dict
         Per iteration: ``epoch``, ``train_loss`` (with
         ``calculate_training_loss``), the validation metrics, ``seconds``.
+    setup_seconds_ : float
+        Seconds ``fit`` spent before the first epoch (checks, ids, canonical
+        order, CSR orders, blocks, initial factors).
     n_iter_ : int
     best_epoch_ : int or None
         The iteration with the best validation nDCG@10 (with ``validation``).

@@ -117,6 +117,9 @@ class MatrixFactorization(RecommenderBase):
         Per epoch: ``epoch``, ``train_rmse`` (sgd: measured during the epoch,
         before each update), ``val_rmse`` and ``val_mae`` with validation,
         ``seconds`` since fit started.
+    setup_seconds_ : float
+        Seconds ``fit`` spent before the first epoch (checks, ids, canonical
+        order, CSR orders, blocks, initial factors).
     n_iter_ : int
         Epochs run. ``best_epoch_``: epoch of the lowest validation RMSE (or None).
 
