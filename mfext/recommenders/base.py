@@ -46,8 +46,8 @@ from ..distributed import get_communicator
 from . import solvers
 from .fold_in import FoldInMixin
 from .ids import IdMapsMixin
-from .inputs import Triple, canonical_order, csr_by, pairs_to_triple, to_triple
-from .limits import check_fits_dtype, check_model_size, device_problem
+from .inputs import Triple, canonical_order, pairs_to_triple, to_triple
+from .limits import check_fits_dtype, check_model_size, device_problem, sum_float64
 from .params import ParamsMixin
 from .persistence import PersistenceMixin
 from .predict import PredictMixin
@@ -226,20 +226,26 @@ class RecommenderBase(ParamsMixin, IdMapsMixin, PredictMixin, ServingMixin, Fold
                                   validation=validation is not None)
         perm = canonical_order(data.rows, data.cols, m, n)
         rows, cols, vals = data.rows, data.cols, data.vals
+        if max(m, n) < 2**31:  # the fit's own ids in int32: 8 bytes a rating less
+            rows, cols = rows.to(torch.int32), cols.to(torch.int32)
         if perm is not None:
             rows, cols, vals = rows[perm], cols[perm], vals[perm]
+            del perm
         rows, cols = rows.to(device), cols.to(device)
         vals = vals.to(device=device, dtype=self.dtype)
 
         self.n_users_, self.n_items_ = m, n
         self._device = device
-        self.rating_mean_ = (comm.sum_scalar(float(vals.double().sum()), "rating sum")
+        self.rating_mean_ = (comm.sum_scalar(sum_float64(vals), "rating sum")
                              / comm.sum_scalar(float(vals.numel()), "rating count"))
         self.global_mean_ = self.rating_mean_ if self._has_biases() else 0.0
         self.user_counts_ = torch.bincount(rows, minlength=m)
         self.item_counts_ = torch.bincount(cols, minlength=n)
-        self._seen_indptr, order = csr_by(rows, m)
-        self._seen_items = cols[order]
+        # The canonical order is by user, then item: the user CSR of the
+        # training items is its counts and cols itself (no sort, no copy).
+        self._seen_indptr = torch.zeros(m + 1, dtype=torch.int64, device=device)
+        torch.cumsum(self.user_counts_, 0, out=self._seen_indptr[1:])
+        self._seen_items = cols
         self._train(rows, cols, vals, prm, val, early_stopping_rounds, start)
 
     def _resolve_device(self, data: Optional[Triple]) -> torch.device:

@@ -16,6 +16,8 @@ item) raw ids, y the (n,) ratings.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
@@ -113,7 +115,7 @@ def as_ids(x: Any, name: str) -> Tensor:
             t = t.view(torch.int64)
         else:
             t = t.to(torch.int64)
-    if t.numel() and bool((t < 0).any()):
+    if t.numel() and int(t.min()) < 0:  # a mask only on failure: no (nnz,) temporary
         pos = int((t < 0).nonzero()[0, 0])
         raise ValueError(f"{name} must hold non-negative ids; {name}[{pos}] = {int(t[pos])}")
     return t.to(torch.int64)
@@ -131,9 +133,9 @@ def _check_vals(vals: Tensor, name: str) -> Tensor:
         vals = vals.to(torch.float64)
     if not vals.is_floating_point():
         vals = vals.to(torch.float64)
-    finite = torch.isfinite(vals)
-    if not bool(finite.all()):
-        pos = int((~finite).nonzero()[0, 0])
+    lo, hi = torch.aminmax(vals) if vals.numel() else (vals.new_zeros(()), vals.new_zeros(()))
+    if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):  # NaN and Inf show here
+        pos = int((~torch.isfinite(vals)).nonzero()[0, 0])
         raise ValueError(f"{name}: rating {pos} is {vals[pos].item()}; ratings must be finite "
                          "(NaN marks a missing entry only in a dense input)")
     return vals
@@ -310,8 +312,11 @@ def canonical_order(rows: Tensor, cols: Tensor, n_rows: int, n_cols: int) -> Opt
         return None
     if rows.device.type != "cpu":
         return torch.sort(key, stable=True).indices
+    del key  # 8 bytes an entry: gone before the sorts allocate theirs
     by_col, _ = cf_ops.bucket_sort(cols, n_cols)
-    by_row, _ = cf_ops.bucket_sort(rows[by_col], n_rows)
+    # The row keys in column order, in int32 where they fit (half the bytes).
+    keys = rows.to(torch.int32) if n_rows < 2**31 else rows
+    by_row, _ = cf_ops.bucket_sort(keys[by_col], n_rows)
     return by_col[by_row]
 
 

@@ -284,15 +284,18 @@ class PersistenceMixin:
                     "user_counts": (torch.int64, (n_users,)),
                     "item_counts": (torch.int64, (n_items,)),
                     "seen_indptr": (torch.int64, (n_users + 1,)),
-                    "seen_items": (torch.int64, None)}
+                    # int32 since fits keep their item ids in int32 where they fit
+                    "seen_items": ((torch.int32, torch.int64), None)}
         for key, (dtype, shape) in expected.items():
             t = tensors[key]
-            if not isinstance(t, Tensor) or t.dtype != dtype or (
+            dtypes = dtype if isinstance(dtype, tuple) else (dtype,)
+            if not isinstance(t, Tensor) or t.dtype not in dtypes or (
                     shape is not None and tuple(t.shape) != shape) or (
                     shape is None and t.dim() != 1):
                 got = (f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor)
                        else type(t).__name__)
-                raise ValueError(f"tensor {key!r} must be {dtype} of shape "
+                want = " or ".join(str(d) for d in dtypes)
+                raise ValueError(f"tensor {key!r} must be {want} of shape "
                                  f"{shape if shape is not None else '(nnz,)'}, got {got}")
         indptr, seen = tensors["seen_indptr"], tensors["seen_items"]
         if (int(indptr[0]) != 0 or int(indptr[-1]) != seen.numel()

@@ -73,8 +73,8 @@ class Factors:
 class RatingsProblem:
     """Training ratings on the model's device and dtype (canonical order)."""
 
-    rows: Tensor   # (nnz,) int64
-    cols: Tensor   # (nnz,) int64
+    rows: Tensor   # (nnz,) int32 (int64 when an id reaches 2**31)
+    cols: Tensor   # (nnz,) int32 (int64 when an id reaches 2**31)
     vals: Tensor   # (nnz,) model dtype
     m: int
     n: int
@@ -180,12 +180,17 @@ class SgdSolver(RatingsSolver):
         else:
             P = GPU_DETERMINISTIC_GROUPS if on_gpu else max(8, 2 * n_threads)
         self.P = P
-        user_group = (torch.randperm(p.m, generator=gen) % P).to(dev)
-        item_group = (torch.randperm(p.n, generator=gen) % P).to(dev)
+        # Every (nnz,) temporary in int32 (P * P < 2**31 blocks), and each freed as
+        # soon as the next exists: at 100M ratings each int64 one is 0.8 GB.
+        user_group = (torch.randperm(p.m, generator=gen) % P).to(dev, torch.int32)
+        item_group = (torch.randperm(p.n, generator=gen) % P).to(dev, torch.int32)
         perm = torch.randperm(p.rows.numel(), generator=gen).to(dev)
-        block = user_group[p.rows[perm]] * P + item_group[p.cols[perm]]
+        block = user_group[p.rows[perm]]
+        block.mul_(P).add_(item_group[p.cols[perm]])
         self.block_ptr, within = csr_by(block, P * P)  # random order within each block
+        del block
         order = perm[within]
+        del perm, within
         idx = torch.int32 if max(p.m, p.n) < 2**31 else torch.int64
         # Data laid out in processing order: the kernel streams it (order=None).
         self.rows = p.rows[order].to(idx)
