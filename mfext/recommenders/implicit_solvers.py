@@ -43,12 +43,12 @@ def interactions(rows: Tensor, cols: Tensor, vals: Tensor, n_cols: int
                  ) -> Tuple[Tensor, Tensor, Tensor]:
     """Sum duplicate (row, col) entries and drop the zeros: one entry per interaction.
 
-    rows, cols (nnz,) int64 and vals (nnz,) in canonical (row, col) order;
+    rows, cols (nnz,) int32/int64 and vals (nnz,) in canonical (row, col) order;
     returns the same with each pair once and ``vals > 0``.
     """
     if rows.numel() == 0:
         return rows, cols, vals
-    key = rows * n_cols + cols
+    key = rows.to(torch.int64) * n_cols + cols  # int64: rows may be int32, m * n may not fit
     uniq, inverse = torch.unique_consecutive(key, return_inverse=True)
     if uniq.numel() != key.numel():
         summed = torch.zeros(uniq.numel(), dtype=vals.dtype, device=vals.device)

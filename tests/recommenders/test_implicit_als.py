@@ -276,3 +276,18 @@ def test_validation_records_ranking_metrics_and_early_stopping_restores_the_best
     from mfext import metrics
     got = metrics.ranking_metrics(model, t, v, k=10)["ndcg"]
     assert math.isclose(got, max(ndcg), rel_tol=1e-9)
+
+
+def test_interactions_do_not_merge_pairs_whose_int32_keys_would_collide():
+    """The fit keeps ids in int32; the (row, col) key is int64, or rows 0 and 2**16 with
+    2**16 columns would share a key and their interactions would be summed into one."""
+    rows = torch.tensor([0, 65536], dtype=torch.int32)
+    cols = torch.tensor([3, 3], dtype=torch.int32)
+    vals = torch.tensor([1.0, 2.0])
+    r, c, v = isolvers.interactions(rows, cols, vals, 65536)
+    assert r.tolist() == [0, 65536] and c.tolist() == [3, 3] and v.tolist() == [1.0, 2.0]
+    data = mfext.datasets.Ratings(torch.tensor([0, 65536]), torch.tensor([3, 3]),
+                                  torch.tensor([1.0, 2.0]), np.arange(65537), np.arange(65536),
+                                  65537, 65536)
+    model = ImplicitALS(rank=2, max_iter=1, random_state=0).fit(data)
+    assert model.user_counts_[[0, 65536]].tolist() == [1, 1]
