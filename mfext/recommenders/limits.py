@@ -47,6 +47,41 @@ def device_memory(device: torch.device) -> Optional[int]:
     return None
 
 
+def available_memory(device: torch.device) -> Optional[int]:
+    """Memory (bytes) a new allocation on ``device`` can take now, or None when unknown.
+
+    The CPU's is the kernel's ``MemAvailable`` (free memory plus what it can
+    reclaim), a CUDA device's the driver's free memory.
+    """
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        if device.type == "cpu":
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+    except (ValueError, OSError, AttributeError, RuntimeError, IndexError):
+        return None
+    return None
+
+
+def check_fit_memory(need: int, device: torch.device, what: str, name: str = "X") -> None:
+    """A ``MemoryError`` before the fit allocates anything, when ``need`` bytes are not there.
+
+    ``need`` is the fit's estimated working memory besides the input and the
+    model's own factors' first copy (see the models' ``_fit_working_memory``);
+    without this check such a fit runs until the kernel's out-of-memory killer
+    ends the process, minutes in, with no message.
+    """
+    free = available_memory(device)
+    if free is not None and need > free:
+        raise MemoryError(
+            f"{name}: {what} needs about {need / 2**30:,.1f} GiB of working memory besides the "
+            f"input, more than the {free / 2**30:,.1f} GiB available on {device} now; fit fewer "
+            "ratings or a lower rank, or free memory first")
+
+
 def check_model_size(n_users: int, n_items: int, rank: int, dtype: torch.dtype,
                      device: torch.device, name: str, systems: int = 0) -> None:
     """A clear error, before any allocation, when a fit needs more than the device's memory.

@@ -241,8 +241,27 @@ class MatrixFactorization(RecommenderBase):
                 f"CPU and CUDA kernels only; use device='cpu', a CUDA device, or solver='adam' "
                 f"on {device}")
 
-    def _fit_systems(self, m: int, n: int) -> int:
-        return max(m, n) if self.solver == "als" else 0
+    def _fit_systems(self, m: int, n: int, distributed: bool, device: torch.device) -> int:
+        # The local ALS on the CPU solves each row in a thread's own scratch
+        # (als_solve): one system a thread. The data-parallel one holds every
+        # item's normal equations, to sum them; CUDA is counted as if all rows.
+        if self.solver != "als":
+            return 0
+        if distributed:
+            return max(m, n)
+        if device.type == "cpu":
+            return min(max(m, n), int(self.n_threads or torch.get_num_threads()))
+        return max(m, n)
+
+    def _fit_label(self) -> str:
+        return f"solver {self.solver!r}"
+
+    def _fit_working_memory(self, nnz: int, m: int, n: int, rank: int) -> int:
+        need = super()._fit_working_memory(nnz, m, n, rank)
+        if self.solver == "adam":  # Adam's two moments, the gradients, the augmented copies
+            itemsize = torch.empty((), dtype=self.dtype).element_size()
+            need += 4 * (m + n) * (rank + 2) * itemsize
+        return need
 
     def _has_biases(self) -> bool:
         return bool(self.biases)

@@ -133,19 +133,44 @@ def test_float64_and_verbose(small, capsys):
 
 @pytest.mark.parametrize("rank", [30_000, 100_000])
 def test_als_says_before_it_starts_when_its_systems_cannot_fit_in_memory(rank, monkeypatch):
-    # A (rows, rank+1, rank+1) batch of ALS systems beyond the machine's memory: a
+    # ALS systems of size rank + 1 (one a CPU thread) beyond the machine's memory: a
     # ValueError naming the rank before any allocation, not an abort in the allocator.
     monkeypatch.setattr(limits, "device_memory", lambda device: 8 * 2**30)
     rows, cols = torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2, 0])
     vals = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    model = mfext.MatrixFactorization(rank=rank, solver="als", random_state=0)
-    with pytest.raises(ValueError, match=rf"^rank: ALS at rank {rank} holds 4 systems"):
+    model = mfext.MatrixFactorization(rank=rank, solver="als", random_state=0, n_threads=3)
+    with pytest.raises(ValueError, match=rf"^rank: ALS at rank {rank} holds 3 systems"):
         model.fit((rows, cols, vals))
     assert not hasattr(model, "user_factors_")
     # The same rank trains no ALS systems with SGD: only the factors count.
     small = mfext.MatrixFactorization(rank=rank, solver="sgd", max_iter=1, random_state=0)
     small.fit((rows, cols, vals))
     assert small.user_factors_.shape == (4, rank)
+
+
+def test_a_fit_beyond_the_available_memory_says_so_before_it_starts(monkeypatch):
+    """The working-memory estimate against the memory available now: a MemoryError
+    naming the sizes, raised before the canonical order, the solver or the factors."""
+    import mfext.recommenders.base as base
+
+    monkeypatch.setattr(limits, "available_memory", lambda device: 5 * 2**20)
+
+    def untouched(*args, **kwargs):
+        raise AssertionError("the fit went on past the memory check")
+
+    monkeypatch.setattr(base, "canonical_order", untouched)
+    rows = torch.arange(300_000) % 5000
+    cols = torch.arange(300_000) % 700
+    vals = torch.ones(300_000)
+    for solver in ("sgd", "als", "adam"):
+        model = mfext.MatrixFactorization(rank=64, solver=solver, random_state=0)
+        with pytest.raises(MemoryError, match=r"^X: fitting 300,000 ratings \(5,000 users x 700 "
+                                              rf"items, rank 64, solver '{solver}'\) needs about "
+                                              r"[\d.]+ GiB .* more than the 0\.0 GiB available"):
+            model.fit((rows, cols, vals))
+        assert not hasattr(model, "user_factors_")
+    with pytest.raises(MemoryError, match=r"fitting .* ImplicitALS"):
+        mfext.ImplicitALS(rank=64).fit((rows, cols, vals))
 
 
 # --------------------------------------------------------------------------- quality bars
