@@ -16,7 +16,8 @@ another's. The process loads the data (made once per size and kept in
 * ``setup_seconds``: everything ``fit`` does before its first epoch
   (``model.setup_seconds_``: checks, ids, canonical order, CSR orders, blocks);
 * ``epoch_seconds``: the median epoch time over ``--epochs`` epochs (sgd: also
-  updates per second);
+  updates per second, the bytes an update moves, 4 (k + 1) * 4 + 12, and the
+  fraction of the machine's measured copy bandwidth that this reaches);
 * ``input_mib``: the triple's bytes; ``rss_before_fit_mib``; ``peak_extra_mib``:
   the highest resident set size during ``fit`` (sampled every 5 ms) minus the
   one before it, the memory ``fit`` adds to what the user holds; and the bound
@@ -27,6 +28,7 @@ time, setup time and peak extra memory against nnz with the fitted slopes
 (``.png``; needs matplotlib, else the plot is skipped).
 
     python3 benchmarks/scale.py                       # 1M, 10M, 100M; sgd, als, adam; k = 128
+    python3 benchmarks/scale.py --solvers implicit-als   # ImplicitALS, ratings as strengths
     python3 benchmarks/scale.py --sizes 1e6 1e7 --solvers sgd --epochs 3
 """
 from __future__ import annotations
@@ -99,6 +101,21 @@ def cached_ratings(nnz: int, cache: Path) -> Tuple[np.ndarray, np.ndarray, np.nd
         return z["rows"], z["cols"], z["vals"], m, n
 
 
+def copy_bandwidth(threads: int, mib: int = 512) -> float:
+    """The machine's copy bandwidth (bytes read + written per second), median of 5 copies."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a = torch.ones(mib * 2**18)
+    b = torch.empty_like(a)
+    times = []
+    for _ in range(6):
+        t = time.perf_counter()
+        b.copy_(a)
+        times.append(time.perf_counter() - t)
+    return 2 * a.numel() * 4 / float(np.median(times[1:]))
+
+
 def _rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
@@ -129,8 +146,11 @@ def worker(nnz: int, solver: str, rank: int, epochs: int, threads: int,
 
     w = threading.Thread(target=watch, daemon=True)
     w.start()
-    model = mfext.MatrixFactorization(rank=rank, solver=solver, max_iter=epochs, random_state=0,
-                                      n_threads=threads)
+    if solver == "implicit-als":  # the ratings as interaction strengths
+        model = mfext.ImplicitALS(rank=rank, max_iter=epochs, random_state=0, n_threads=threads)
+    else:
+        model = mfext.MatrixFactorization(rank=rank, solver=solver, max_iter=epochs,
+                                          random_state=0, n_threads=threads)
     error = None
     t = time.perf_counter()
     try:
@@ -156,6 +176,13 @@ def worker(nnz: int, solver: str, rank: int, epochs: int, threads: int,
                    train_rmse=model.history_[-1].get("train_rmse"))
         if solver == "sgd":
             out["updates_per_second"] = out["nnz"] / out["epoch_seconds"]
+            # Each update reads and writes a user and an item row (k + 1 values with
+            # the bias) and reads its rating (two int32 ids and a float32 value).
+            out["bytes_per_update"] = 4 * (rank + 1) * 4 + 12
+            bw = copy_bandwidth(threads)
+            out["copy_bandwidth_gb_s"] = bw / 1e9
+            out["fraction_of_copy_bandwidth"] = (out["updates_per_second"]
+                                                 * out["bytes_per_update"] / bw)
     out["bound_mib"] = out["factors_mib"] + 4096
     return out
 
@@ -193,7 +220,8 @@ def plot(points: List[Dict[str, Any]], fits: Dict[str, Any], path: Path, title: 
 def main(argv: List[str] | None = None) -> Dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=float, nargs="+", default=[1e6, 1e7, 1e8])
-    ap.add_argument("--solvers", nargs="+", default=["sgd", "als", "adam"])
+    ap.add_argument("--solvers", nargs="+", default=["sgd", "als", "adam"],
+                    help="MatrixFactorization solvers, or implicit-als (ImplicitALS)")
     ap.add_argument("--rank", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
