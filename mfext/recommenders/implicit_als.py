@@ -27,8 +27,7 @@ from torch import Tensor
 from . import implicit_solvers as isolvers
 from .base import RecommenderBase
 from .fitting import fit_solver
-from .inputs import csr_by
-from .limits import num_threads
+from .limits import num_threads, sum_float64
 from .params import check_integer, check_number
 from .solvers import Factors
 
@@ -201,9 +200,11 @@ class ImplicitALS(RecommenderBase):
         # The seen-items index and the counts hold interactions only.
         self.user_counts_ = torch.bincount(rows, minlength=m)
         self.item_counts_ = torch.bincount(cols, minlength=n)
-        self._seen_indptr, order = csr_by(rows, m)
-        self._seen_items = cols[order]
-        self.rating_mean_ = float(vals.double().mean()) if vals.numel() else 0.0
+        # Still in canonical order: the seen-items CSR is the counts and cols itself.
+        self._seen_indptr = torch.zeros(m + 1, dtype=torch.int64, device=rows.device)
+        torch.cumsum(self.user_counts_, 0, out=self._seen_indptr[1:])
+        self._seen_items = cols
+        self.rating_mean_ = sum_float64(vals) / vals.numel() if vals.numel() else 0.0
         weight = isolvers.confidence(vals, prm["alpha"], self.confidence, prm["epsilon"])
         problem = isolvers.ImplicitProblem(rows, cols, weight.contiguous(), m, n)
         W, Ht = self._init_factors(prm, m, n, rows, cols, device)

@@ -48,6 +48,19 @@ def interactions(rows: Tensor, cols: Tensor, vals: Tensor, n_cols: int
     """
     if rows.numel() == 0:
         return rows, cols, vals
+    # Canonical order: duplicates are adjacent. Only when there are some is the
+    # (nnz,) int64 key made (8 bytes an entry, plus unique's outputs).
+    if bool(((rows[1:] == rows[:-1]) & (cols[1:] == cols[:-1])).any()):
+        rows, cols, vals = _sum_duplicates(rows, cols, vals, n_cols)
+    keep = vals > 0
+    if not bool(keep.all()):
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    return rows, cols, vals
+
+
+def _sum_duplicates(rows: Tensor, cols: Tensor, vals: Tensor, n_cols: int
+                    ) -> Tuple[Tensor, Tensor, Tensor]:
+    """Adjacent equal (row, col) entries of a canonical order summed into the first."""
     key = rows.to(torch.int64) * n_cols + cols  # int64: rows may be int32, m * n may not fit
     uniq, inverse = torch.unique_consecutive(key, return_inverse=True)
     if uniq.numel() != key.numel():
@@ -56,9 +69,6 @@ def interactions(rows: Tensor, cols: Tensor, vals: Tensor, n_cols: int
         first = torch.ones(key.numel(), dtype=torch.bool, device=key.device)
         first[1:] = key[1:] != key[:-1]  # canonical order: duplicates are adjacent
         rows, cols, vals = rows[first], cols[first], summed
-    keep = vals > 0
-    if not bool(keep.all()):
-        rows, cols, vals = rows[keep], cols[keep], vals[keep]
     return rows, cols, vals
 
 
@@ -76,22 +86,34 @@ class _Side:
     indptr: Tensor   # (R + 1,) int64
     indices: Tensor  # (nnz,) int32/int64 ids of the other side
     weight: Tensor   # (nnz,) c - 1
-    target: Tensor   # (nnz,) c  (= c p: the preference is 1 on every entry)
+
+    @property
+    def target(self) -> Tensor:
+        """(nnz,) c (= c p: the preference is 1 on every entry), made when asked: the
+        exact solve's right-hand side; the CG path never needs it."""
+        return self.weight + 1
 
 
-def csr_side(keys: Tensor, others: Tensor, weight: Tensor, n_keys: int, n_others: int) -> _Side:
-    indptr, order = csr_by(keys, n_keys)
+def csr_side(keys: Tensor, others: Tensor, weight: Tensor, n_keys: int, n_others: int,
+             keys_sorted: bool = False) -> _Side:
+    """The entries grouped by ``keys`` (a stable counting sort); with ``keys_sorted``
+    they already are, and the CSR is the key counts and the arrays themselves."""
     idx = torch.int32 if n_others < 2**31 else torch.int64
-    w = weight[order].contiguous()
-    return _Side(indptr, others[order].to(idx).contiguous(), w, (w + 1).contiguous())
+    if keys_sorted:
+        indptr = torch.zeros(n_keys + 1, dtype=torch.int64, device=keys.device)
+        torch.cumsum(torch.bincount(keys, minlength=n_keys), 0, out=indptr[1:])
+        return _Side(indptr, others.to(idx).contiguous(), weight.contiguous())
+    indptr, order = csr_by(keys, n_keys)
+    return _Side(indptr, others[order].to(idx).contiguous(), weight[order].contiguous())
 
 
 @dataclass
 class ImplicitProblem:
     """The interactions on the model's device and dtype, in both CSR orders.
 
-    rows, cols (nnz,) int64 and weight (nnz,) (``c - 1``) in (user, item)
-    order, one entry per interacting pair.
+    rows, cols (nnz,) int32/int64 and weight (nnz,) (``c - 1``) in (user,
+    item) order, one entry per interacting pair: the user side's CSR is these
+    arrays themselves.
     """
 
     rows: Tensor
@@ -101,7 +123,8 @@ class ImplicitProblem:
     n: int
 
     def __post_init__(self) -> None:
-        self.users = csr_side(self.rows, self.cols, self.weight, self.m, self.n)
+        self.users = csr_side(self.rows, self.cols, self.weight, self.m, self.n,
+                              keys_sorted=True)
         self.items = csr_side(self.cols, self.rows, self.weight, self.n, self.m)
 
 
