@@ -54,10 +54,13 @@ TORCH_LIBRARY(mfext, m) {
   // equations A x = b, from the current X, in place. A = gram + sum_e weight[e] Y[c] Y[c]^T,
   // b = sum_e (1 + weight[e]) Y[c], c = indices[e]. X: (R, d), indptr: (R + 1,) int64,
   // indices: (nnz,) int32/int64, weight: (nnz,) >= 0, Y: (n, d), gram: (d, d) symmetric
-  // (Y^T Y + reg I), cg_steps >= 1. A row stops when |r|^2 < 1e-20 or p . Ap <= 0.
+  // (Y^T Y + reg I) or (d,) (a diagonal gram), cg_steps >= 1. A row stops when
+  // |r|^2 < 1e-20 or p . Ap <= 0. Optional target: (nnz,), b = sum_e target[e] Y[c]
+  // instead; optional row_scale: (R,) >= 0 with a (d,) gram, row r's G = diag(gram) *
+  // row_scale[r] (explicit ALS: reg * n_r^exponent, weight 1, target the ratings).
   m.def(
       "implicit_als_cg_(Tensor(a!) X, Tensor indptr, Tensor indices, Tensor weight, Tensor Y, "
-      "Tensor gram, int cg_steps) -> ()");
+      "Tensor gram, int cg_steps, Tensor? target=None, Tensor? row_scale=None) -> ()");
   // Internal: out[e] = W[rows[e]] . H_t[cols[e]]. rows, cols: (nnz,) int32/int64,
   // W: (m, k), H_t: (n, k). Returns (nnz,).
   m.def("_sparse_dot(Tensor rows, Tensor cols, Tensor W, Tensor H_t) -> Tensor");

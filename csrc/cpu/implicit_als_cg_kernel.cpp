@@ -1,8 +1,11 @@
 // implicit_als_cg_ on the CPU: cg_steps conjugate-gradient steps on every row's
 // implicit-ALS normal equations, X updated in place (mfext/ops/implicit.py
 // states the math):
-//   A_r = G + sum_e w_e y_c y_c^T,   b_r = sum_e (1 + w_e) y_c,   c = indices[e]
-// with G = gram (d, d), or G = diag(gram) for a gram of shape (d,).
+//   A_r = G_r + sum_e w_e y_c y_c^T,   b_r = sum_e t_e y_c,   c = indices[e]
+// with G_r = gram (d, d), or diag(gram) * row_scale[r] for a gram of shape (d,)
+// (row_scale 1 when absent), and t_e = target[e], or 1 + w_e when absent. The
+// explicit-ratings ALS runs on the same kernel: w = 1, t = the ratings, G_r = the
+// ridge times n_r^exponent.
 //
 // Full G: per step, one GEMM over a block of rows, PG = P @ gram (torch's), then
 // one pass over the block's rows: each thread takes a row, adds the sparse part
@@ -28,6 +31,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <optional>
 #include <vector>
 #include <cstdint>
 #include <type_traits>
@@ -61,6 +65,8 @@ struct CgProblem {
   scalar_t* rs;            // (R,) |r|^2
   uint8_t* active;         // (R,) 1 while the row iterates
   int64_t R, d;
+  const scalar_t* target = nullptr;     // (nnz,) b's coefficients, or null: 1 + w
+  const scalar_t* row_scale = nullptr;  // (R,) diagonal G's scale per row, or null: 1
 };
 
 // Adds sum_e coef(e) y_c to acc (d,), in entry order, where
@@ -149,8 +155,15 @@ inline void add_sparse_zmm(const CgProblem<float, index_t>& p, int64_t e0, int64
       const __mmask16 live = len - g >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (len - g)) - 1);
       const __m512 w = _mm512_maskz_loadu_ps(live, p.weight + c0 + g);
       const __m512 one = _mm512_set1_ps(1.0f);
-      _mm512_store_ps(coef + g, kFirst ? _mm512_fmadd_ps(w, _mm512_sub_ps(one, yv), one)
-                                       : _mm512_mul_ps(w, yv));
+      __m512 cf;
+      if (!kFirst) {
+        cf = _mm512_mul_ps(w, yv);
+      } else if (p.target != nullptr) {  // target - w (y . x)
+        cf = _mm512_fnmadd_ps(w, yv, _mm512_maskz_loadu_ps(live, p.target + c0 + g));
+      } else {  // 1 + w (1 - y . x)
+        cf = _mm512_fmadd_ps(w, _mm512_sub_ps(one, yv), one);
+      }
+      _mm512_store_ps(coef + g, cf);
     }
     for (int64_t i = 0; i < len; ++i) {  // phase B
       const float* __restrict y = Y + static_cast<int64_t>(idx[c0 + i]) * K;
@@ -175,7 +188,8 @@ inline void add_sparse(const CgProblem<scalar_t, index_t>& p, int64_t e0, int64_
 #endif
   auto coef = [&](int64_t e, const scalar_t* y) {
     const scalar_t w = p.weight[e], yv = cpu::dot<K>(y, v, d);
-    return kFirst ? scalar_t(1) + w * (scalar_t(1) - yv) : w * yv;
+    if (!kFirst) return w * yv;
+    return p.target != nullptr ? p.target[e] - w * yv : scalar_t(1) + w * (scalar_t(1) - yv);
   };
   // Four entries at a time: their dot products are independent, so their
   // reductions overlap; the updates of acc run in entry order.
@@ -267,14 +281,15 @@ void cg_diag_kernel(const CgProblem<scalar_t, index_t>& p, const scalar_t* __res
     for (int64_t row = 0; row < p.R; ++row) {
       const int64_t e0 = p.indptr[row], e1 = p.indptr[row + 1];
       scalar_t* __restrict x = p.X + row * d;
+      const scalar_t sc = p.row_scale != nullptr ? p.row_scale[row] : scalar_t(1);
 #pragma omp simd
-      for (int64_t q = 0; q < d; ++q) r[q] = -lam[q] * x[q];
+      for (int64_t q = 0; q < d; ++q) r[q] = -(lam[q] * sc) * x[q];
       add_sparse<K, true>(p, e0, e1, x, r, d);  // r = b - A x
       std::copy(r, r + d, pv);
       scalar_t rs = cpu::dot<K>(r, r, d);
       for (int64_t s = 0; s < steps && !(rs < scalar_t(kConverged)); ++s) {  // NaN goes on
 #pragma omp simd
-        for (int64_t q = 0; q < d; ++q) ap[q] = lam[q] * pv[q];
+        for (int64_t q = 0; q < d; ++q) ap[q] = (lam[q] * sc) * pv[q];
         add_sparse<K, false>(p, e0, e1, pv, ap, d);  // Ap
         const scalar_t pAp = cpu::dot<K>(pv, ap, d);
         if (pAp <= scalar_t(0)) break;
@@ -337,9 +352,13 @@ void implicit_cg(const CgProblem<scalar_t, index_t>& whole, const at::Tensor& Xc
 // X updated in place; arguments as in check_implicit_cg_args.
 void implicit_als_cg_cpu(const at::Tensor& X, const at::Tensor& indptr,
                          const at::Tensor& indices, const at::Tensor& weight,
-                         const at::Tensor& Y, const at::Tensor& gram, int64_t cg_steps) {
+                         const at::Tensor& Y, const at::Tensor& gram, int64_t cg_steps,
+                         const std::optional<at::Tensor>& target,
+                         const std::optional<at::Tensor>& row_scale) {
+  const at::Tensor tgt = target.has_value() ? *target : at::Tensor();      // (nnz,) or none
+  const at::Tensor scl = row_scale.has_value() ? *row_scale : at::Tensor();  // (R,) or none
   const ImplicitSizes s =
-      check_implicit_cg_args(kOp, X, indptr, indices, weight, Y, gram, cg_steps);
+      check_implicit_cg_args(kOp, X, indptr, indices, weight, Y, gram, cg_steps, tgt, scl);
   // Every value check before X is touched.
   const at::Tensor ip = indptr.contiguous();
   const int64_t* ipp = ip.const_data_ptr<int64_t>();
@@ -359,16 +378,20 @@ void implicit_als_cg_cpu(const at::Tensor& X, const at::Tensor& indptr,
   });
   if (s.R == 0) return;
   const at::Tensor w = weight.contiguous(), Yc = Y.contiguous();
+  const at::Tensor tc = tgt.defined() ? tgt.contiguous() : tgt;
+  const at::Tensor sc = scl.defined() ? scl.contiguous() : scl;
   at::Tensor Xc = X.is_contiguous() ? X : X.contiguous();  // (R, d)
   AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "implicit_als_cg_cpu", [&] {
     AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "implicit_als_cg_cpu_index", [&] {
       // The scratch pointers are the blocks' (implicit_cg).
-      const CgProblem<scalar_t, index_t> p{ipp,     idx.const_data_ptr<index_t>(),
-                                           w.const_data_ptr<scalar_t>(),
-                                           Yc.const_data_ptr<scalar_t>(),
-                                           Xc.data_ptr<scalar_t>(),
-                                           nullptr, nullptr, nullptr, nullptr, nullptr,
-                                           s.R,     s.d};
+      CgProblem<scalar_t, index_t> p{ipp,     idx.const_data_ptr<index_t>(),
+                                     w.const_data_ptr<scalar_t>(),
+                                     Yc.const_data_ptr<scalar_t>(),
+                                     Xc.data_ptr<scalar_t>(),
+                                     nullptr, nullptr, nullptr, nullptr, nullptr,
+                                     s.R,     s.d};
+      p.target = tc.defined() ? tc.const_data_ptr<scalar_t>() : nullptr;
+      p.row_scale = sc.defined() ? sc.const_data_ptr<scalar_t>() : nullptr;
       auto run = [&](auto k_const) {
         constexpr int K = decltype(k_const)::value;
         if (gram.dim() == 1) {

@@ -2,7 +2,8 @@
 // GEMMs (cuBLAS through at::mm_out) and the typed parameters of the kernels
 // (implicit_als_cg.h). Per call:
 //   validate; PG = X @ gram; rows(first); cg_steps x { PG = P @ gram; rows(step) }; finish
-// where a (d,) gram (a diagonal G) makes each "@ gram" a broadcast product.
+// where a (d,) gram (a diagonal G) makes each "@ gram" a broadcast product (with
+// row_scale, by the (R, d) outer product row_scale x gram).
 // The argument checks are the CPU op's own (../implicit_als_cg_checks.h); the
 // indptr and indices values are checked on the GPU by the validation kernel,
 // which makes the rows kernels do nothing, turns X into NaN and reports the
@@ -13,6 +14,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include <optional>
 
 #include "../implicit_als_cg_checks.h"
 #include "glue.h"
@@ -30,9 +33,13 @@ void implicit_als_cg_cuda(const at::Tensor& X,       // (R, d), in place
                           const at::Tensor& weight,  // (nnz,)
                           const at::Tensor& Y,       // (n, d)
                           const at::Tensor& gram,    // (d, d), or (d,) for diag(gram)
-                          int64_t cg_steps) {
+                          int64_t cg_steps,
+                          const std::optional<at::Tensor>& target,      // (nnz,) or none
+                          const std::optional<at::Tensor>& row_scale) {  // (R,) or none
+  const at::Tensor tgt = target.has_value() ? *target : at::Tensor();
+  const at::Tensor scl = row_scale.has_value() ? *row_scale : at::Tensor();
   const ImplicitSizes s =
-      check_implicit_cg_args(kOp, X, indptr, indices, weight, Y, gram, cg_steps);
+      check_implicit_cg_args(kOp, X, indptr, indices, weight, Y, gram, cg_steps, tgt, scl);
   TORCH_CHECK(s.d <= kImplicitCgMaxD, kOp, ": d = ", s.d, " is larger than the CUDA kernels take (",
               kImplicitCgMaxD, ")");
   raise_pending_errors();
@@ -40,6 +47,9 @@ void implicit_als_cg_cuda(const at::Tensor& X,       // (R, d), in place
   const c10::cuda::CUDAGuard guard(Y.device());
   const at::Tensor ip = indptr.contiguous(), idx = indices.contiguous();
   const at::Tensor w = weight.contiguous(), Yc = Y.contiguous();
+  const at::Tensor tc = tgt.defined() ? tgt.contiguous() : tgt;
+  // diag(gram) * row_scale[r] per row: (R, d), made once for every step's product.
+  const at::Tensor G = scl.defined() ? at::outer(scl, gram) : gram;
   at::Tensor Xc = X.is_contiguous() ? X : X.contiguous();  // (R, d)
   at::Tensor r = at::empty({s.R, s.d}, Y.options());         // (R, d)
   at::Tensor P = at::empty({s.R, s.d}, Y.options());         // (R, d)
@@ -64,6 +74,7 @@ void implicit_als_cg_cuda(const at::Tensor& X,       // (R, d), in place
     p.PG = PG.data_ptr<T>();
     p.rs = rs.data_ptr<T>();
     p.active = active.data_ptr<uint8_t>();
+    p.target = tc.defined() ? tc.const_data_ptr<T>() : nullptr;
     p.R = s.R;
     p.n = s.n;
     p.d = s.d;
@@ -73,7 +84,7 @@ void implicit_als_cg_cuda(const at::Tensor& X,       // (R, d), in place
     // PG = V @ G; gram symmetric: row r holds G v_r.
     auto times_gram = [&](const at::Tensor& V) {
       if (gram.dim() == 1) {
-        at::mul_out(PG, V, gram);
+        at::mul_out(PG, V, G);  // G: (d,) or, with row_scale, (R, d)
       } else {
         at::mm_out(PG, V, gram);
       }

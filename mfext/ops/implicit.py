@@ -25,6 +25,8 @@ not a loss.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -35,15 +37,17 @@ __all__ = ["implicit_als_cg_"]
 
 
 def implicit_als_cg_(X: Tensor, indptr: Tensor, indices: Tensor, weight: Tensor, Y: Tensor,
-                     gram: Tensor, cg_steps: int) -> None:
+                     gram: Tensor, cg_steps: int, target: Optional[Tensor] = None,
+                     row_scale: Optional[Tensor] = None) -> None:
     """``cg_steps`` conjugate-gradient steps on every row's normal equations, in place.
 
     For row ``r`` with entries ``e`` in ``indptr[r]:indptr[r + 1]`` and
     ``c = indices[e]``, the system is ``A x = b`` with::
 
-        A = gram + sum_e weight[e] Y[c] Y[c]^T        b = sum_e (1 + weight[e]) Y[c]
+        A = G + sum_e weight[e] Y[c] Y[c]^T        b = sum_e t[e] Y[c]
 
-    and, from ``x = X[r]``, the op runs implicit's CG::
+    (``G = gram``, or ``diag(gram) * row_scale[r]`` for a 1-D gram; ``t = target``,
+    or ``1 + weight`` without one) and, from ``x = X[r]``, the op runs implicit's CG::
 
         r = b - A x ; p = r ; rs = r . r
         for s in range(cg_steps):
@@ -81,6 +85,13 @@ def implicit_als_cg_(X: Tensor, indptr: Tensor, indices: Tensor, weight: Tensor,
         rotates Y into the eigenbasis of ``Y^T Y`` to get this form).
     cg_steps : int
         CG steps, at least 1.
+    target : Tensor, (nnz,), dtype of X, optional
+        The right-hand side's coefficients (default ``1 + weight``, the
+        implicit-feedback preference times confidence). Explicit-ratings ALS
+        passes the ratings (minus the offsets), with ``weight`` all ones.
+    row_scale : Tensor, (R,), dtype of X, optional
+        With a 1-D gram only: row r's shared term is ``diag(gram) * row_scale[r]``
+        (explicit ALS: the ridge times ``n_r ** exponent``).
 
     Returns
     -------
@@ -97,14 +108,22 @@ def implicit_als_cg_(X: Tensor, indptr: Tensor, indices: Tensor, weight: Tensor,
     RuntimeError
         Shapes, dtypes or devices disagree (the message names the argument).
     """
-    torch.ops.mfext.implicit_als_cg_.default(X, indptr, indices, weight, Y, gram, cg_steps)
+    torch.ops.mfext.implicit_als_cg_.default(X, indptr, indices, weight, Y, gram, cg_steps,
+                                             target, row_scale)
 
 
 @torch.library.register_fake("mfext::implicit_als_cg_")
-def _implicit_als_cg_fake(X, indptr, indices, weight, Y, gram, cg_steps):
+def _implicit_als_cg_fake(X, indptr, indices, weight, Y, gram, cg_steps, target=None,
+                          row_scale=None):
     """Checks the shapes as the kernels do; X is updated in place, nothing returned."""
+    extra = {k: v for k, v in (("target", target), ("row_scale", row_scale)) if v is not None}
     check_same_device("implicit_als_cg_", X=X, indptr=indptr, indices=indices, weight=weight,
-                      Y=Y, gram=gram)
+                      Y=Y, gram=gram, **extra)
+    torch._check(target is None or (target.dim() == 1 and target.shape[0] == indices.shape[0]),
+                 lambda: "target must have length nnz")
+    torch._check(row_scale is None or (row_scale.dim() == 1 and gram.dim() == 1
+                                       and row_scale.shape[0] == indptr.shape[0] - 1),
+                 lambda: "row_scale must have length R and needs a (d,) gram")
     torch._check(cg_steps >= 1, lambda: f"cg_steps must be at least 1, got {cg_steps}")
     torch._check(indptr.dim() == 1 and indptr.shape[0] >= 1,
                  lambda: "indptr must be a non-empty 1-D tensor")

@@ -48,9 +48,13 @@ def _dense_systems(indptr, cols, weight, target, Y, gram):
     return A, b
 
 
-def _cg_reference(X, indptr, cols, weight, Y, gram, steps):
-    """implicit's CG per row on the dense float64 system, from X: (R, d) float64."""
-    A, b = _dense_systems(indptr, cols, weight, weight.double() + 1, Y, gram)
+def _cg_reference(X, indptr, cols, weight, Y, gram, steps, target=None, row_gram=None):
+    """implicit's CG per row on the dense float64 system, from X: (R, d) float64.
+    target: b's coefficients (default weight + 1); row_gram: (R, d, d) per-row G."""
+    t = weight.double() + 1 if target is None else target.double()
+    A, b = _dense_systems(indptr, cols, weight, t, Y, gram)
+    if row_gram is not None:
+        A = A - gram.double() + row_gram.double()
     out = X.double().clone()
     for i in range(out.shape[0]):
         x = out[i]
@@ -236,6 +240,63 @@ def test_cg_a_nan_reaches_x_instead_of_stopping_the_row(diagonal):
     assert bool(torch.isnan(X[hit]).all(dim=1).all()) and bool(torch.isfinite(X[~hit]).all())
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", CG_SHAPES)
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_cg_with_a_target_matches_dense_reference(dtype, shape, diagonal):
+    """b = sum_e target[e] y_c: the explicit-ratings right-hand side."""
+    X, indptr, cols, w, Y, gram = _cg_case(shape, dtype, seed=11 * sum(shape) + diagonal)
+    if diagonal:
+        gram = gram.diagonal().clone()
+    g = torch.Generator().manual_seed(sum(shape))
+    target = (torch.rand(w.numel(), generator=g, dtype=torch.float64) * 4 + 1).to(dtype)
+    G = torch.diag(gram.double()) if diagonal else gram
+    ref, _, _ = _cg_reference(X, indptr, cols, w, Y, G, 3, target=target)
+    implicit_als_cg_(X, indptr, cols, w, Y, gram, 3, target=target)
+    tol = dict(rtol=2e-3, atol=2e-4) if dtype == torch.float32 else TOL[dtype]
+    torch.testing.assert_close(X.double(), ref, **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", CG_SHAPES)
+def test_cg_row_scale_matches_dense_reference(dtype, shape):
+    """A 1-D gram scaled per row (the ridge times n_r^exponent of explicit ALS), weight 1."""
+    X, indptr, cols, w, Y, lam = _diag_case(shape, dtype, seed=13 * sum(shape))
+    R = shape[0]
+    counts = (indptr[1:] - indptr[:-1]).to(torch.float64)
+    scale = counts.clamp_min(1).pow(0.7).to(dtype)                  # (R,)
+    ones = torch.ones_like(w)
+    g = torch.Generator().manual_seed(sum(shape) + 1)
+    target = (torch.rand(w.numel(), generator=g, dtype=torch.float64) * 4 + 1).to(dtype)
+    row_gram = torch.diag_embed(scale.double()[:, None] * lam.double()[None, :])  # (R, d, d)
+    ref, A, b = _cg_reference(X, indptr, cols, ones, Y, torch.zeros(shape[2], shape[2]),
+                              3, target=target, row_gram=row_gram)
+    implicit_als_cg_(X, indptr, cols, ones, Y, lam, 3, target=target, row_scale=scale)
+    tol = dict(rtol=2e-3, atol=2e-4) if dtype == torch.float32 else TOL[dtype]
+    torch.testing.assert_close(X.double(), ref, **tol)
+    if dtype == torch.float64 and R:  # enough steps: the exact explicit-ALS solution
+        Z = torch.zeros_like(X)
+        implicit_als_cg_(Z, indptr, cols, ones, Y, lam, shape[2] + 30, target=target,
+                         row_scale=scale)
+        torch.testing.assert_close(Z, torch.linalg.solve(A, b), rtol=1e-7, atol=1e-7)
+
+
+def test_cg_target_and_row_scale_bad_inputs():
+    X, indptr, cols, w, Y, lam = _diag_case((4, 6, 3, 10), torch.float64, seed=1)
+    X0 = X.clone()
+    t = torch.ones_like(w)
+    with pytest.raises(RuntimeError, match="target must have length"):
+        implicit_als_cg_(X, indptr, cols, w, Y, lam, 2, target=t[:-1])
+    with pytest.raises(RuntimeError, match="target"):
+        implicit_als_cg_(X, indptr, cols, w, Y, lam, 2, target=t.float())
+    with pytest.raises(RuntimeError, match="row_scale must have length 4"):
+        implicit_als_cg_(X, indptr, cols, w, Y, lam, 2, row_scale=torch.ones(3, dtype=X.dtype))
+    with pytest.raises(RuntimeError, match=r"row_scale needs a \(d,\) gram"):
+        implicit_als_cg_(X, indptr, cols, w, Y, torch.diag(lam), 2,
+                         row_scale=torch.ones(4, dtype=X.dtype))
+    assert torch.equal(X, X0)
+
+
 def test_cg_bad_inputs_name_the_argument_and_leave_X():
     X, indptr, cols, w, Y, gram = _cg_case((4, 6, 3, 10), torch.float64, seed=1)
     X0 = X.clone()
@@ -319,6 +380,8 @@ def _samples():
             out.append(("cg", (X, indptr, cols, w, Y, gram + Y.t() @ Y, 2)))
             out.append(("cg", (X.clone(), indptr, cols.int(), w, Y, gram, 1)))
             out.append(("cg", (X.clone(), indptr, cols, w, Y, torch.ones(d, dtype=dtype), 2)))
+            out.append(("cg", (X.clone(), indptr, cols, w, Y, torch.ones(d, dtype=dtype), 2,
+                               t, torch.full((shape[0],), 0.5, dtype=dtype))))
             reg = torch.full((d,), 0.1, dtype=dtype)
             out.append(("solve", (indptr, cols, t, Y, None, reg, 0.0, gram, w)))
             out.append(("normal", (indptr, cols, t, Y, None, reg, 0.0, gram, w)))
