@@ -100,6 +100,14 @@ class MatrixFactorization(RecommenderBase):
         would never move from 0: a ValueError).
     als_reg_exponent : float
         ALS scales the ridge of a row with n ratings by ``n ** als_reg_exponent``.
+    als_solver : {"cholesky", "cg"}
+        How ALS solves each half-step: ``"cholesky"`` (default) exactly, in
+        O(nnz k^2 + rows k^3); ``"cg"`` with ``als_cg_steps`` conjugate-gradient
+        steps warm-started from the current factors, in O(nnz k) a step, on the
+        implicit-feedback CG kernel (weight 1, the ratings as targets, the
+        ridge as a diagonal scaled per row). Single-process fits only.
+    als_cg_steps : int
+        CG steps per half-step with ``als_solver="cg"``, >= 1 (default 3).
 
     Attributes
     ----------
@@ -169,6 +177,8 @@ class MatrixFactorization(RecommenderBase):
         lr_decay: Optional[float] = None,
         init_std: float = 0.05,
         als_reg_exponent: float = 0.75,
+        als_solver: str = "cholesky",
+        als_cg_steps: int = 3,
     ) -> None:
         self.rank = rank
         self.solver = solver
@@ -186,6 +196,8 @@ class MatrixFactorization(RecommenderBase):
         self.lr_decay = lr_decay
         self.init_std = init_std
         self.als_reg_exponent = als_reg_exponent
+        self.als_solver = als_solver
+        self.als_cg_steps = als_cg_steps
 
     # The "format" field of saved files (unchanged since the first release).
     _FORMAT = "mfext.MatrixFactorization"
@@ -215,6 +227,9 @@ class MatrixFactorization(RecommenderBase):
         out["init_std"] = number("init_std", self.init_std, 0.0, True)
         out["als_reg_exponent"] = number("als_reg_exponent", self.als_reg_exponent, -math.inf,
                                          False)
+        if self.als_solver not in ("cholesky", "cg"):
+            raise ValueError(f"als_solver must be 'cholesky' or 'cg', got {self.als_solver!r}")
+        out["als_cg_steps"] = integer("als_cg_steps", self.als_cg_steps, 1)
         if self.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {self.dtype!r}")
         if self.n_threads is not None:
@@ -312,7 +327,9 @@ class MatrixFactorization(RecommenderBase):
                                      n_threads=torch.get_num_threads())
         if self.solver == "als":
             return solvers.AlsSolver(p, f, reg=prm["reg"], bias_reg=prm["bias_reg"],
-                                     exponent=prm["als_reg_exponent"])
+                                     exponent=prm["als_reg_exponent"],
+                                     cg_steps=prm["als_cg_steps"] if self.als_solver == "cg"
+                                     else None)
         return solvers.AdamSolver(p, f, lr=prm["lr"], reg=prm["reg"], bias_reg=prm["bias_reg"])
 
     def _init_distributed(self, p: solvers.RatingsProblem, prm: Dict[str, Any],
@@ -338,6 +355,9 @@ class MatrixFactorization(RecommenderBase):
                                            bias_reg=prm["bias_reg"],
                                            n_threads=torch.get_num_threads())
         if self.solver == "als":
+            if self.als_solver == "cg":
+                raise NotImplementedError("als_solver='cg' does not train data-parallel yet; "
+                                          "use als_solver='cholesky' or distributed=False")
             return dist_solvers.DistributedAlsSolver(p, f, comm, item_counts=counts,
                                                      reg=prm["reg"], bias_reg=prm["bias_reg"],
                                                      exponent=prm["als_reg_exponent"])

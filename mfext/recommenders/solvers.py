@@ -33,6 +33,7 @@ from torch import Tensor
 
 from .. import cf_ops
 from ..ops import sparse_loss_grad
+from ..ops.implicit import implicit_als_cg_
 from ..training import Report, Solver
 from .inputs import csr_by
 
@@ -324,8 +325,8 @@ class AlsSolver(RatingsSolver):
     """
 
     def __init__(self, p: RatingsProblem, f: Factors, *, reg: float, bias_reg: float,
-                 exponent: float):
-        self.p, self.f, self.exponent = p, f, exponent
+                 exponent: float, cg_steps: Optional[int] = None):
+        self.p, self.f, self.exponent, self.cg_steps = p, f, exponent, cg_steps
         k = f.W.shape[1]
         dev, dtype = p.vals.device, p.vals.dtype
         idx = torch.int32 if max(p.m, p.n) < 2**31 else torch.int64
@@ -339,21 +340,33 @@ class AlsSolver(RatingsSolver):
         self.i_users, self.i_vals = p.rows[order].to(idx), target[order]
         del order
         self.reg_diag = reg_diagonal(k, reg, bias_reg, p.biases, dtype, dev)
+        if cg_steps is not None:
+            # CG: weight 1 on every entry, each row's ridge reg_diag * n^exponent.
+            self.ones = torch.ones(1, dtype=dtype, device=dev).expand(p.vals.numel())
+            self.u_scale = _ridge_scale(self.u_indptr, exponent, dtype)
+            self.i_scale = _ridge_scale(self.i_indptr, exponent, dtype)
 
     def _half(self, indptr: Tensor, idx: Tensor, vals: Tensor, other: Tensor,
-              other_bias: Tensor):
-        return ratings_half_step(indptr, idx, vals, other, other_bias, self.reg_diag,
-                                 self.exponent, self.p.biases, self.p.nonnegative)
+              other_bias: Tensor, x: Optional[Tensor] = None, x_bias: Optional[Tensor] = None,
+              scale: Optional[Tensor] = None):
+        if self.cg_steps is None:
+            return ratings_half_step(indptr, idx, vals, other, other_bias, self.reg_diag,
+                                     self.exponent, self.p.biases, self.p.nonnegative)
+        return ratings_cg_half_step(indptr, idx, vals, other, other_bias, x, x_bias,
+                                    self.reg_diag, scale, self.ones, self.cg_steps,
+                                    self.p.biases, self.p.nonnegative)
 
     def _items(self) -> tuple[Tensor, Optional[Tensor]]:
         """Item factors (n, k) and biases (n,) or None, the users fixed."""
         f = self.f
-        return self._half(self.i_indptr, self.i_users, self.i_vals, f.W, f.bu)
+        return self._half(self.i_indptr, self.i_users, self.i_vals, f.W, f.bu, f.Ht, f.bi,
+                          getattr(self, "i_scale", None))
 
     def epoch(self, t: int) -> None:
         """One epoch: the users, then the items; returns None (no error measured)."""
         f = self.f
-        W, bu = self._half(self.u_indptr, self.u_items, self.u_vals, f.Ht, f.bi)
+        W, bu = self._half(self.u_indptr, self.u_items, self.u_vals, f.Ht, f.bi, f.W, f.bu,
+                           getattr(self, "u_scale", None))
         f.W.copy_(W)
         if bu is not None:
             f.bu.copy_(bu)
@@ -393,6 +406,40 @@ def ratings_half_step(indptr: Tensor, idx: Tensor, vals: Tensor, other: Tensor,
     if nonnegative:
         factors = factors.clamp_min(0)
     return factors, bias
+
+
+def _ridge_scale(indptr: Tensor, exponent: float, dtype: torch.dtype) -> Tensor:
+    """(R,) n_r ** exponent of each row's ratings; 0 for a row without any."""
+    counts = (indptr[1:] - indptr[:-1]).to(dtype)
+    scale = counts.clamp_min(1).pow(exponent)
+    scale[counts == 0] = 0
+    return scale
+
+
+def ratings_cg_half_step(indptr: Tensor, idx: Tensor, vals: Tensor, other: Tensor,
+                         other_bias: Tensor, x: Tensor, x_bias: Tensor, reg_diag: Tensor,
+                         scale: Tensor, ones: Tensor, steps: int, biases: bool,
+                         nonnegative: bool) -> tuple[Tensor, Optional[Tensor]]:
+    """:func:`ratings_half_step` by ``steps`` CG steps from the current x (R, k), x_bias (R,).
+
+    The same normal equations (``sum_e f f^T + diag(reg_diag) n^exponent``, with
+    the biases as an augmented column), solved by the implicit-feedback CG
+    kernel with weight 1 and the ratings (minus the other side's biases) as its
+    target. A row without ratings gets 0, as in the exact solve.
+    """
+    k = other.shape[1]
+    if biases:
+        F = torch.cat([other, torch.ones_like(other[:, :1])], 1)  # (n, k + 1)
+        X = torch.cat([x, x_bias[:, None]], 1)                      # (R, k + 1)
+        target = vals - other_bias[idx]                              # (nnz,)
+    else:
+        F, X, target = other, x.clone(), vals
+    implicit_als_cg_(X, indptr, idx, ones, F, reg_diag, steps, target=target, row_scale=scale)
+    X[scale == 0] = 0
+    factors = X[:, :k]
+    if nonnegative:
+        factors = factors.clamp_min(0)
+    return factors, (X[:, k] if biases else None)
 
 
 class AdamSolver(RatingsSolver):

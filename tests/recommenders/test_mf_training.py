@@ -215,3 +215,25 @@ def test_movielens_1m_bar(ml1m, solver):
     train, test = ml1m
     m = MatrixFactorization(solver=solver, random_state=0).fit(train)  # documented defaults
     assert m.score(test) <= 0.850
+
+
+@pytest.mark.parametrize("biases", [True, False])
+def test_als_cg_with_enough_steps_is_the_exact_als(biases):
+    """als_solver='cg' solves the same normal equations: with many steps, float64, one
+    epoch from the same start gives the Cholesky path's factors."""
+    data = mfext.datasets.synthetic_ratings(40, 30, 500, rank=3, seed=4)
+    kw = dict(rank=4, solver="als", max_iter=1, random_state=0, dtype=torch.float64,
+              biases=biases)
+    exact = mfext.MatrixFactorization(**kw).fit(data)
+    cg = mfext.MatrixFactorization(als_solver="cg", als_cg_steps=60, **kw).fit(data)
+    torch.testing.assert_close(cg.user_factors_, exact.user_factors_, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(cg.item_factors_, exact.item_factors_, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(cg.item_bias_, exact.item_bias_, rtol=1e-6, atol=1e-7)
+
+
+def test_als_cg_bad_parameters():
+    data = mfext.datasets.synthetic_ratings(10, 8, 40, rank=2, seed=1)
+    with pytest.raises(ValueError, match="als_solver must be 'cholesky' or 'cg'"):
+        mfext.MatrixFactorization(solver="als", als_solver="lu").fit(data)
+    with pytest.raises(ValueError, match="als_cg_steps"):
+        mfext.MatrixFactorization(solver="als", als_solver="cg", als_cg_steps=0).fit(data)
