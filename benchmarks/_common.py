@@ -1,9 +1,12 @@
-"""Shared bits of the benchmark scripts: the machine record, file names, a log-log fit."""
+"""Shared bits of the benchmark scripts: the machine record, file names, a log-log fit,
+the peak resident memory of a block of code."""
 from __future__ import annotations
 
 import json
 import re
+import resource
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import List, Sequence, Tuple
@@ -55,3 +58,42 @@ def markdown_table(header: List[str], rows: List[List[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def rss_mib() -> float:
+    """This process's resident set size now (MiB; Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+class PeakRss:
+    """``with PeakRss() as w: ...``: the highest RSS inside the block, sampled every
+    ``interval`` seconds by a thread; ``w.extra_mib`` is it minus ``baseline`` (default:
+    the RSS on entry)."""
+
+    def __init__(self, interval: float = 0.005, baseline: float | None = None):
+        self.interval, self.baseline = interval, baseline
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mib())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "PeakRss":
+        now = rss_mib()
+        self.baseline = now if self.baseline is None else self.baseline
+        self.peak = now
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mib())
+
+    @property
+    def extra_mib(self) -> float:
+        return self.peak - float(self.baseline or 0.0)

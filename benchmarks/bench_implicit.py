@@ -28,15 +28,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import resource
-import threading
 import time
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
-from _common import markdown_table, record, save
+from _common import PeakRss, markdown_table, record, rss_mib, save
 
 import mfext  # noqa: E402
 from mfext import datasets as ds  # noqa: E402
@@ -61,11 +59,6 @@ def synthetic_interactions(m: int, n: int, nnz: int, seed: int = 0) -> ds.Rating
                       m, n)
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
 def scale(threads: int, quick: bool) -> Dict[str, Any]:
     """One iteration of each library on lastfm-360k's shape, k = 64; mfext's peak extra memory.
 
@@ -80,32 +73,19 @@ def scale(threads: int, quick: bool) -> Dict[str, Any]:
     out: Dict[str, Any] = {"shape": [m, n], "nnz": int(data.vals.numel()),
                            "generate_seconds": time.perf_counter() - t0, "rank": 64}
     gc.collect()
-    before = _rss_mib()
-    peak = [before]
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], _rss_mib())
-            time.sleep(0.01)
-
+    before = rss_mib()
     for solver in ("cg", "cholesky"):
-        w = threading.Thread(target=watch)
-        peak[0] = _rss_mib()
-        w.start()
         model = mfext.ImplicitALS(rank=64, reg=REG, alpha=ALPHA, max_iter=2, solver=solver,
                                   random_state=0, n_threads=threads)
-        t = time.perf_counter()
-        model.fit(data)
-        fit = time.perf_counter() - t
-        stop.set()
-        w.join()
-        stop.clear()
+        with PeakRss(0.01, baseline=before) as watch:
+            t = time.perf_counter()
+            model.fit(data)
+            fit = time.perf_counter() - t
         secs = [h["seconds"] for h in model.history_]
         out[f"mfext_{solver}_fit_seconds_2_iterations"] = fit
         out[f"mfext_{solver}_setup_and_first_iteration_seconds"] = secs[0]
         out[f"mfext_{solver}_iteration_seconds"] = secs[1] - secs[0]  # the second iteration
-        out[f"mfext_{solver}_peak_extra_mib"] = peak[0] - before
+        out[f"mfext_{solver}_peak_extra_mib"] = watch.extra_mib
         del model
         gc.collect()
     imp = None

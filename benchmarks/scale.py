@@ -37,10 +37,8 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -48,7 +46,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 import _common  # noqa: F401  (puts the checkout on sys.path)
-from _common import loglog_slope, markdown_table, record, save
+from _common import PeakRss, loglog_slope, markdown_table, record, save
 
 NETFLIX = (480_189, 17_770, 100_480_507)  # users, items, ratings of the prize's data
 
@@ -116,11 +114,6 @@ def copy_bandwidth(threads: int, mib: int = 512) -> float:
     return 2 * a.numel() * 4 / float(np.median(times[1:]))
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
 def worker(nnz: int, solver: str, rank: int, epochs: int, threads: int,
            cache: Path) -> Dict[str, Any]:
     """One fit in this process; returns its figures."""
@@ -135,37 +128,26 @@ def worker(nnz: int, solver: str, rank: int, epochs: int, threads: int,
     import gc
 
     gc.collect()
-    before = _rss_mib()
-    peak = [before]
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], _rss_mib())
-            time.sleep(0.005)
-
-    w = threading.Thread(target=watch, daemon=True)
-    w.start()
     if solver == "implicit-als":  # the ratings as interaction strengths
         model = mfext.ImplicitALS(rank=rank, max_iter=epochs, random_state=0, n_threads=threads)
     else:
         model = mfext.MatrixFactorization(rank=rank, solver=solver, max_iter=epochs,
                                           random_state=0, n_threads=threads)
     error = None
-    t = time.perf_counter()
-    try:
-        model.fit((rows, cols, vals))
-    except MemoryError as e:  # the fit's own refusal, before it starts
-        error = str(e)
-    fit_s = time.perf_counter() - t
-    stop.set()
-    w.join()
+    with PeakRss(0.005) as watch:
+        t = time.perf_counter()
+        try:
+            model.fit((rows, cols, vals))
+        except MemoryError as e:  # the fit's own refusal, before it starts
+            error = str(e)
+        fit_s = time.perf_counter() - t
+    before = watch.baseline
     out: Dict[str, Any] = {
         "nnz": int(vals.size), "users": m, "items": n, "solver": solver, "rank": rank,
         "threads": threads, "data_seconds": gen_s, "fit_seconds": fit_s,
         "input_mib": (rows.nbytes + cols.nbytes + vals.nbytes) / 2**20,
         "factors_mib": (m + n) * (rank + 1) * 4 / 2**20,
-        "rss_before_fit_mib": before, "peak_extra_mib": peak[0] - before, "error": error}
+        "rss_before_fit_mib": before, "peak_extra_mib": watch.extra_mib, "error": error}
     if error is None:
         secs = [0.0] + [h["seconds"] for h in model.history_]
         setup = float(model.setup_seconds_)

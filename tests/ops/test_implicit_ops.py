@@ -137,23 +137,32 @@ def test_cg_index_dtypes_and_views(idx):
     assert torch.equal(Xbig[:, 1::2], torch.zeros(6, 8, dtype=torch.float64))
 
 
+def _with_threads(counts, fn):
+    """fn() under each torch thread count of ``counts``; the count is restored after."""
+    before = torch.get_num_threads()
+    try:
+        out = []
+        for threads in counts:
+            torch.set_num_threads(threads)
+            out.append(fn())
+        return out
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cg_is_deterministic_across_thread_counts(dtype):
     """The rows' sums do not depend on the thread count; the GEMM (torch's) may, so
     gram = 0 leaves the sparse part alone, and a full run repeats bitwise."""
     X, indptr, cols, w, Y, gram = _cg_case((700, 200, 32, 14000), dtype, seed=5)
-    before = torch.get_num_threads()
-    outs = []
-    try:
-        for threads in (1, 2, 2):
-            torch.set_num_threads(threads)
-            Z = X.clone()
-            implicit_als_cg_(Z, indptr, cols, w, Y, torch.zeros_like(gram), 1)
-            F = X.clone()
-            implicit_als_cg_(F, indptr, cols, w, Y, gram, 3)
-            outs.append((Z, F))
-    finally:
-        torch.set_num_threads(before)
+
+    def run():
+        Z, F = X.clone(), X.clone()
+        implicit_als_cg_(Z, indptr, cols, w, Y, torch.zeros_like(gram), 1)
+        implicit_als_cg_(F, indptr, cols, w, Y, gram, 3)
+        return Z, F
+
+    outs = _with_threads((1, 2, 2), run)
     assert torch.equal(outs[0][0], outs[1][0])
     assert torch.equal(outs[1][1], outs[2][1])
 
@@ -193,16 +202,13 @@ def test_cg_in_the_eigenbasis_gives_the_full_gram_iterates(shape):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cg_diagonal_gram_is_bitwise_identical_for_any_thread_count(dtype):
     X, indptr, cols, w, Y, lam = _diag_case((700, 200, 32, 14000), dtype, seed=8)
-    before = torch.get_num_threads()
-    outs = []
-    try:
-        for threads in (1, 2, 3):
-            torch.set_num_threads(threads)
-            Z = X.clone()
-            implicit_als_cg_(Z, indptr, cols, w, Y, lam, 3)
-            outs.append(Z)
-    finally:
-        torch.set_num_threads(before)
+
+    def run():
+        Z = X.clone()
+        implicit_als_cg_(Z, indptr, cols, w, Y, lam, 3)
+        return Z
+
+    outs = _with_threads((1, 2, 3), run)
     assert not torch.equal(outs[0], X)
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
 
