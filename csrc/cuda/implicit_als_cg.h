@@ -25,7 +25,6 @@ struct ImplicitCgParams {
   T* PG = nullptr;                  // PG: (R, d) P @ gram (X @ gram before the first pass)
   T* rs = nullptr;                  // rs: (R,) |r|^2 of each row
   unsigned char* active = nullptr;  // active: (R,) 1 while the row iterates
-  const T* target = nullptr;        // target: (nnz,) b's coefficients, or null: 1 + weight
   int64_t R = 0, n = 0, d = 0, nnz = 0;
   ErrorMailbox* mailbox = nullptr;
 };

@@ -74,7 +74,6 @@ void implicit_als_cg_cuda(const at::Tensor& X,       // (R, d), in place
     p.PG = PG.data_ptr<T>();
     p.rs = rs.data_ptr<T>();
     p.active = active.data_ptr<uint8_t>();
-    p.target = tc.defined() ? tc.const_data_ptr<T>() : nullptr;
     p.R = s.R;
     p.n = s.n;
     p.d = s.d;
@@ -90,6 +89,24 @@ void implicit_als_cg_cuda(const at::Tensor& X,       // (R, d), in place
       }
     };
     times_gram(Xc);
+    if (tc.defined()) {
+      // The first pass's b is sum_e (1 + w_e) y_c; with a target it is sum_e t_e y_c.
+      // The difference, S = sum_e (t_e - 1 - w_e) y_c, is one CSR x dense product
+      // (cuSPARSE), taken off PG so that the kernels stay as they are:
+      // r = -(X G - S) + sum_e (1 + w_e (1 - y_c . x)) y_c = b - A x.
+      // (This path reads indptr's two ends on the host: a synchronization the
+      // target-free path avoids. Bad offsets skip it; the validation kernel then
+      // reports them and X becomes NaN, as without a target.)
+      const int64_t lo = ip[0].item<int64_t>(), hi = ip[s.R].item<int64_t>();
+      if (0 <= lo && lo <= hi && hi <= s.nnz) {
+        const at::Tensor coef = (tc - w - 1).narrow(0, lo, hi - lo);  // (hi - lo,)
+        const at::Tensor S = at::mm(
+            at::sparse_csr_tensor(ip - lo, idx.narrow(0, lo, hi - lo).to(at::kLong), coef,
+                                  {s.R, s.n}, coef.options()),
+            Yc);  // (R, d)
+        PG.sub_(S);
+      }
+    }
     MFEXT_CUDA_LAUNCHED(implicit_cg_rows_launch(p, true, ws.data_ptr(), dev, stream));
     for (int64_t step = 0; step < cg_steps; ++step) {
       times_gram(P);

@@ -5,7 +5,6 @@
 // the glue computes PG = P @ gram (X @ gram first) with cuBLAS, then one rows
 // kernel adds the sparse part to the row of PG and updates the row's CG state:
 //   first: r = -PG_r + sum_e (1 + w_e (1 - y_c . x_r)) y_c, p = r, rs = r . r
-//          (with a target: sum_e (target_e - w_e y_c . x_r) y_c)
 //   step:  Ap = PG_r + sum_e w_e (y_c . p_r) y_c; pAp = p . Ap (<= 0: stop);
 //          a = rs / pAp; x += a p; r -= a Ap; rs' = r . r (< 1e-20: stop);
 //          p = r + (rs' / rs) p; rs = rs'
@@ -99,13 +98,10 @@ __device__ __forceinline__ void allreduce4(T (&s)[4]) {
   }
 }
 
-// The coefficient of entry e's y_c: first: 1 + w (1 - y . x), or target - w (y . x)
-// with a target; step: w (y . p).
-template <bool kFirst, typename T, typename Idx>
-__device__ __forceinline__ T coef(const P<T, Idx>& p, int64_t e, T yv) {
-  const T w = p.weight[e];
-  if (!kFirst) return w * yv;
-  return p.target != nullptr ? p.target[e] - w * yv : T(1) + w * (T(1) - yv);
+// The coefficient of y_c: first: 1 + w (1 - y . x); step: w (y . p).
+template <bool kFirst, typename T>
+__device__ __forceinline__ T coef(T w, T yv) {
+  return kFirst ? T(1) + w * (T(1) - yv) : w * yv;
 }
 
 // d <= 32 V: the row in registers.
@@ -129,7 +125,7 @@ __device__ __forceinline__ void row_in_registers(const P<T, Idx>& p, int64_t row
     allreduce4(s);
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
-      const T c = coef<kFirst>(p, e + u, s[u]);
+      const T c = coef<kFirst>(p.weight[e + u], s[u]);
 #pragma unroll
       for (int j = 0; j < V; ++j) acc[j] += c * y[u][j];
     }
@@ -137,7 +133,7 @@ __device__ __forceinline__ void row_in_registers(const P<T, Idx>& p, int64_t row
   for (; e < e1; ++e) {
     T y[V];
     load_row(p.Y + int64_t(p.indices[e]) * d, lane, d, y);
-    const T c = coef<kFirst>(p, e, group_allreduce(lane_dot(y, v), kWarp));
+    const T c = coef<kFirst>(p.weight[e], group_allreduce(lane_dot(y, v), kWarp));
 #pragma unroll
     for (int j = 0; j < V; ++j) acc[j] += c * y[j];
   }
@@ -194,7 +190,7 @@ __device__ __forceinline__ void row_in_memory(const P<T, Idx>& p, int64_t row, i
     const T* __restrict__ y = p.Y + int64_t(p.indices[e]) * d;
     T s = T(0);
     for (int64_t q = lane; q < d; q += kWarp) s += y[q] * v[q];
-    const T c = coef<kFirst>(p, e, group_allreduce(s, kWarp));
+    const T c = coef<kFirst>(p.weight[e], group_allreduce(s, kWarp));
     for (int64_t q = lane; q < d; q += kWarp) acc[q] += c * y[q];
   }
   T* __restrict__ x = p.X + row * d;
